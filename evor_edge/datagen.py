@@ -1,0 +1,429 @@
+"""Generate OGBench-format datasets locally, following OGBench's own recipe.
+
+OGBench's download server is out of reach here, so this module makes the files itself,
+the way OGBench's ``data_gen_scripts`` do:
+
+* ``pointmaze-*-navigate-v0``: a noisy oracle expert. Each episode starts in a random free
+  cell with a goal in a random "vertex" cell (a free cell that is not a straight hallway
+  cell). Every step the expert heads for the next cell on the BFS shortest path to the
+  goal (``get_oracle_subgoal``), action = clip(unit direction + N(0, noise^2), -1, 1); on
+  reaching the goal a new vertex-cell goal is drawn. The env runs with
+  ``terminate_at_goal=False`` and ``max_episode_steps`` (1001 by default), so every
+  episode has exactly that many steps.
+
+Files have OGBench's layout (``observations``/``actions``/``qpos``/``qvel`` float32,
+``terminals`` bool, where ``qpos``/``qvel`` are the simulator state *before* each step
+so single-task rewards can be relabelled), written with ``np.savez_compressed``. The
+train file goes to ``out_path`` and the validation file (``max(1, episodes // 10)`` more
+episodes, same recipe, drawn after the train episodes) to ``out_path`` with ``.npz``
+replaced by ``-val.npz``. Both are written atomically.
+
+Determinism: OGBench's envs draw some noise from numpy's *global* RNG (start / goal
+jitter, the few random stabilising actions at reset). Generation seeds it for its
+duration and restores the caller's global state afterwards; everything the recipe itself
+draws comes from a seeded ``numpy.random.Generator``. Same seed, same arguments, same
+MuJoCo build -> identical arrays.
+
+Two deliberate, output-neutral deviations from the OGBench script: the oracle subgoal is
+cached per (current cell, goal cell), which is exactly what ``get_oracle_subgoal``
+depends on (it halves the cost per step); and a new goal is set as
+``set_goal(goal_xy=add_noise(ij_to_xy(goal_ij)))`` rather than ``set_goal(goal_ij)``,
+which draws the same noise but leaves the rendered target marker at the goal instead of
+at NaN (``set_goal(goal_ij)`` writes ``None`` into the marker position).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evor_edge.datasets import DatasetError, val_path_for
+
+_MAZE_DATASETS: tuple[str, ...] = (
+    "pointmaze-medium-navigate-v0",
+    "pointmaze-large-navigate-v0",
+    "pointmaze-giant-navigate-v0",
+    "pointmaze-teleport-navigate-v0",
+)
+
+SUPPORTED_DATASETS: tuple[str, ...] = _MAZE_DATASETS
+"""Dataset names :func:`generate_dataset` can make."""
+
+NUM_EVAL_TASKS = 5
+"""Evaluation tasks per OGBench environment (``singletask-task1`` .. ``task5``)."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How to generate one dataset."""
+
+    dataset: str
+    env_id: str  # goal-conditioned env used for collection
+    kind: str  # 'maze'
+
+    @property
+    def task_env_ids(self) -> list[str]:
+        """The single-task evaluation env ids that go with this dataset."""
+        base = self.env_id[: -len("-v0")]
+        return [f"{base}-singletask-task{i}-v0" for i in range(1, NUM_EVAL_TASKS + 1)]
+
+
+def _spec(dataset_name: str) -> _Spec:
+    if dataset_name not in SUPPORTED_DATASETS:
+        raise DatasetError(
+            f"unsupported dataset '{dataset_name}'; supported: {', '.join(SUPPORTED_DATASETS)}"
+        )
+    parts = dataset_name.split("-")
+    env_id = "-".join(parts[:-2] + parts[-1:])  # drop the dataset type, as OGBench does
+    return _Spec(dataset=dataset_name, env_id=env_id, kind="maze")
+
+
+@contextlib.contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed numpy's global RNG (which OGBench envs use) and restore the caller's state after."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+# --------------------------------------------------------------------------- maze expert
+
+
+def maze_cells(maze_map: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Free cells of a maze and its "vertex" cells (free cells that are not straight hallways).
+
+    A straight hallway cell has free cells above and below and walls left and right, or free
+    cells left and right and walls above and below. The outer border is always wall.
+    """
+    all_cells: list[tuple[int, int]] = []
+    vertex_cells: list[tuple[int, int]] = []
+    rows, cols = maze_map.shape
+    for i in range(1, rows - 1):
+        for j in range(1, cols - 1):
+            if maze_map[i, j] != 0:
+                continue
+            all_cells.append((i, j))
+            up, down, left, right = (
+                maze_map[i - 1, j],
+                maze_map[i + 1, j],
+                maze_map[i, j - 1],
+                maze_map[i, j + 1],
+            )
+            vertical_hall = up == 0 and down == 0 and left == 1 and right == 1
+            horizontal_hall = left == 0 and right == 0 and up == 1 and down == 1
+            if not (vertical_hall or horizontal_hall):
+                vertex_cells.append((i, j))
+    return all_cells, vertex_cells
+
+
+class _MazeExpert:
+    """OGBench's noisy oracle-subgoal expert for point mazes."""
+
+    def __init__(self, env: Any, noise: float, rng: np.random.Generator) -> None:
+        self._u = env.unwrapped
+        self._noise = float(noise)
+        self._rng = rng
+        self._cache: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = {}
+
+    def act(self) -> np.ndarray:
+        """Noisy action towards the next BFS cell on the way to the current goal."""
+        u = self._u
+        xy = np.asarray(u.get_xy(), dtype=np.float64)
+        goal_xy = u.cur_goal_xy
+        key = (u.xy_to_ij(xy), u.xy_to_ij(goal_xy))
+        subgoal = self._cache.get(key)
+        if subgoal is None:
+            subgoal, _ = u.get_oracle_subgoal(xy, goal_xy)
+            self._cache[key] = subgoal
+        direction = subgoal - xy
+        direction = direction / (np.linalg.norm(direction) + 1e-6)
+        action = direction + self._rng.normal(0.0, self._noise, size=direction.shape)
+        return np.clip(action, -1.0, 1.0)
+
+
+def _set_maze_goal(env: Any, goal_ij: tuple[int, int]) -> None:
+    """``env.unwrapped.set_goal(goal_ij)`` with the same noise, keeping the target marker valid."""
+    u = env.unwrapped
+    goal_xy = u.ij_to_xy(goal_ij)
+    if u._add_noise_to_goal:
+        goal_xy = u.add_noise(goal_xy)
+    u.set_goal(goal_xy=np.asarray(goal_xy, dtype=np.float64))
+
+
+def _collect_maze(
+    spec: _Spec, n_episodes: int, max_episode_steps: int, noise: float, seed: int, progress: bool
+) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+    """Run the navigate recipe; returns the arrays, episode lengths and goals reached per episode."""
+    import gymnasium
+    import ogbench  # noqa: F401  (registers the environments)
+    from tqdm import tqdm
+
+    env = gymnasium.make(spec.env_id, terminate_at_goal=False, max_episode_steps=max_episode_steps)
+    try:
+        u = env.unwrapped
+        all_cells, vertex_cells = maze_cells(np.asarray(u.maze_map))
+        rng = np.random.default_rng(seed)
+        expert = _MazeExpert(env, noise, rng)
+        env.action_space.seed(seed)
+
+        cap = n_episodes * max_episode_steps
+        obs_shape = tuple(env.observation_space.shape)
+        nq, nv = int(u.model.nq), int(u.model.nv)
+        buf = {
+            "observations": np.empty((cap, *obs_shape), dtype=np.float32),
+            "actions": np.empty((cap, *env.action_space.shape), dtype=np.float32),
+            "terminals": np.zeros((cap,), dtype=bool),
+            "qpos": np.empty((cap, nq), dtype=np.float32),
+            "qvel": np.empty((cap, nv), dtype=np.float32),
+        }
+        lengths: list[int] = []
+        goals: list[int] = []
+        t = 0
+        with tqdm(total=n_episodes, desc=spec.dataset, unit="ep", disable=not progress) as bar:
+            for ep in range(n_episodes):
+                init_ij = all_cells[rng.integers(len(all_cells))]
+                goal_ij = vertex_cells[rng.integers(len(vertex_cells))]
+                ob, _ = env.reset(
+                    seed=seed if ep == 0 else None,
+                    options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)),
+                )
+                start, reached, done = t, 0, False
+                while not done:
+                    if t >= cap:
+                        raise RuntimeError("episode ran past max_episode_steps (TimeLimit missing?)")
+                    action = expert.act()
+                    next_ob, _, terminated, truncated, info = env.step(action)
+                    done = bool(terminated or truncated)
+                    if info["success"]:
+                        reached += 1
+                        _set_maze_goal(env, vertex_cells[rng.integers(len(vertex_cells))])
+                    buf["observations"][t] = ob
+                    buf["actions"][t] = action
+                    buf["terminals"][t] = done
+                    buf["qpos"][t] = info["prev_qpos"]
+                    buf["qvel"][t] = info["prev_qvel"]
+                    ob = next_ob
+                    t += 1
+                lengths.append(t - start)
+                goals.append(reached)
+                bar.update(1)
+                bar.set_postfix(goals_per_ep=f"{np.mean(goals):.1f}")
+    finally:
+        env.close()
+    if t < cap:
+        buf = {k: v[:t] for k, v in buf.items()}
+    return buf, lengths, goals
+
+
+# --------------------------------------------------------------------------- expert evaluation
+
+
+def evaluate_expert(
+    task_env_name: str, episodes: int = 2, noise: float = 0.2, seed: int = 0
+) -> dict[str, Any]:
+    """Goal-reaching rate of the dataset's noisy expert on an OGBench single-task env.
+
+    The env is the evaluation one (``terminate_at_goal=True``, 1000 steps, fixed task), so
+    an episode succeeds when ``info['success']`` is set at its last step, as OGBench counts it.
+
+    Args:
+        task_env_name: e.g. ``'pointmaze-medium-singletask-task1-v0'``.
+        episodes: number of episodes (>= 1).
+        noise: Gaussian action-noise standard deviation, as in generation.
+        seed: seed for the env, numpy's global RNG (restored afterwards) and the expert.
+
+    Returns:
+        ``{'env', 'episodes', 'noise', 'successes', 'success_rate', 'mean_steps'}``.
+    """
+    import gymnasium
+    import ogbench  # noqa: F401
+
+    if not isinstance(episodes, int) or episodes < 1:
+        raise DatasetError(f"episodes must be an integer >= 1, got {episodes!r}")
+    if task_env_name not in gymnasium.registry:
+        raise DatasetError(f"environment '{task_env_name}' is not registered by ogbench")
+    if "maze" not in task_env_name or "singletask" not in task_env_name:
+        raise DatasetError(f"no expert for '{task_env_name}' (pointmaze single-task envs only)")
+    successes: list[bool] = []
+    steps: list[int] = []
+    with _seeded_global_numpy(seed):
+        env = gymnasium.make(task_env_name)
+        try:
+            rng = np.random.default_rng(seed)
+            expert = _MazeExpert(env, noise, rng)
+            env.action_space.seed(seed)
+            for ep in range(episodes):
+                env.reset(seed=seed if ep == 0 else None)
+                done, n, info = False, 0, {}
+                while not done:
+                    _, _, terminated, truncated, info = env.step(expert.act())
+                    done = bool(terminated or truncated)
+                    n += 1
+                successes.append(bool(info.get("success", 0.0)))
+                steps.append(n)
+        finally:
+            env.close()
+    return {
+        "env": task_env_name,
+        "episodes": episodes,
+        "noise": float(noise),
+        "successes": successes,
+        "success_rate": float(np.mean(successes)),
+        "mean_steps": float(np.mean(steps)),
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_out_path(out_path: str | Path) -> tuple[Path, Path]:
+    """Validate the output path and make sure its directory exists and is writable."""
+    if not isinstance(out_path, (str, os.PathLike)):
+        raise DatasetError(f"output path must be a path, got {type(out_path).__name__}")
+    path = Path(out_path)
+    val_path = val_path_for(path)  # checks the .npz suffix
+    if path.name == ".npz":
+        raise DatasetError(f"output path needs a file name before .npz: {path}")
+    for p in (path, val_path):
+        if p.is_dir():
+            raise DatasetError(f"output path is a directory: {p}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise DatasetError(f"cannot write to directory {parent} ({e.strerror or e})") from e
+    return path, val_path
+
+
+def _write_npz_atomic(files: list[tuple[Path, dict[str, np.ndarray]]]) -> None:
+    """Write each dict to a temp file beside its target, then ``os.replace`` them all.
+
+    On any exception (KeyboardInterrupt included) no temp file remains and none of the
+    targets written by this call remains either.
+    """
+    temps: list[str] = []
+    placed: list[Path] = []
+    try:
+        for final, arrays in files:
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for (final, _), tmp in zip(files, temps, strict=True):
+            os.replace(tmp, final)
+            placed.append(final)
+    except BaseException:
+        for name in [*temps, *placed]:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        raise
+
+
+def generate_dataset(
+    dataset_name: str,
+    out_path: str | Path,
+    episodes: int = 1000,
+    seed: int = 0,
+    max_episode_steps: int = 1001,
+    noise: float = 0.2,
+    progress: bool = True,
+    expert_eval_episodes: int = 2,
+) -> dict[str, Any]:
+    """Generate an OGBench-format dataset (train + validation file) locally.
+
+    Args:
+        dataset_name: one of :data:`SUPPORTED_DATASETS`, e.g. ``'pointmaze-medium-navigate-v0'``.
+        out_path: train file path, ending in ``.npz``; the validation file goes to ``-val.npz``.
+        episodes: train episodes (>= 1); the validation file gets ``max(1, episodes // 10)``.
+        seed: seed of everything random; same seed -> same files.
+        max_episode_steps: steps per episode (OGBench uses 1001).
+        noise: standard deviation of the Gaussian action noise (OGBench uses 0.2).
+        progress: show a tqdm bar over episodes.
+        expert_eval_episodes: episodes per evaluation task for ``expert_success`` (0 skips it).
+
+    Returns:
+        JSON-able report: ``dataset``, ``path``, ``val_path``, ``episodes``, ``val_episodes``,
+        ``transitions`` / ``val_transitions`` (steps stored in each file), ``file_bytes`` /
+        ``val_file_bytes``, ``seconds`` (simulation + writing), ``goals_reached_per_episode``
+        (mean over train episodes of goals the noisy expert reached), ``expert_success``
+        (``None`` when skipped, else per-task and mean success of the same expert on the
+        five single-task evaluation envs) and the generation parameters.
+
+    Raises:
+        DatasetError: bad arguments or output path (checked before any simulation), or a
+            write failure (nothing is left under either file name).
+    """
+    spec = _spec(dataset_name)
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise DatasetError(f"episodes must be an integer >= 1, got {episodes!r}")
+    if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 2:
+        raise DatasetError(f"max_episode_steps must be an integer >= 2, got {max_episode_steps!r}")
+    if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+        raise DatasetError(f"noise must be a finite number >= 0, got {noise!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise DatasetError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(expert_eval_episodes, int) or expert_eval_episodes < 0:
+        raise DatasetError(f"expert_eval_episodes must be an integer >= 0, got {expert_eval_episodes!r}")
+    path, val_path = _check_out_path(out_path)
+    val_episodes = max(1, episodes // 10)
+
+    t0 = time.perf_counter()
+    with _seeded_global_numpy(seed):
+        data, lengths, goals = _collect_maze(
+            spec, episodes + val_episodes, max_episode_steps, float(noise), seed, progress
+        )
+    n_train = int(sum(lengths[:episodes]))
+    train = {k: v[:n_train] for k, v in data.items()}
+    val = {k: v[n_train:] for k, v in data.items()}
+    try:
+        _write_npz_atomic([(path, train), (val_path, val)])
+    except OSError as e:
+        raise DatasetError(f"cannot write {path} ({e.strerror or e})") from e
+    seconds = time.perf_counter() - t0
+
+    expert_success: dict[str, Any] | None = None
+    if expert_eval_episodes > 0:
+        per_task = {
+            name: evaluate_expert(name, expert_eval_episodes, float(noise), seed)["success_rate"]
+            for name in spec.task_env_ids
+        }
+        expert_success = {
+            "episodes_per_task": expert_eval_episodes,
+            "per_task": per_task,
+            "mean": float(np.mean(list(per_task.values()))),
+        }
+
+    return {
+        "dataset": dataset_name,
+        "path": str(path),
+        "val_path": str(val_path),
+        "episodes": episodes,
+        "val_episodes": val_episodes,
+        "max_episode_steps": max_episode_steps,
+        "noise": float(noise),
+        "seed": seed,
+        "transitions": n_train,
+        "val_transitions": int(sum(lengths[episodes:])),
+        "file_bytes": path.stat().st_size,
+        "val_file_bytes": val_path.stat().st_size,
+        "seconds": round(seconds, 3),
+        "goals_reached_per_episode": float(np.mean(goals[:episodes])),
+        "expert_success": expert_success,
+    }
