@@ -1,0 +1,56 @@
+"""QC-1 (Li et al. 2025, chunk length 1): standard TD Q-ensemble + best-of-N over base-policy samples.
+
+Target (Eq. 43 with k = 1): y = r + gamma * m * Q_bar(x', a'*), a'* = argmax over N samples of
+pi_base(.|x') of the aggregated target Q. Q is kept in the same normalised return units as EVOR
+(`ReturnScaler`), under which the Bellman target is affine (see `ReturnScaler.bellman_target`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evor_edge.agents.common import AgentSpec, BaseAgent, Batch, ema_update, frozen_copy
+from evor_edge.networks import QEnsemble
+
+
+class QCAgent(BaseAgent):
+    def __init__(self, spec: AgentSpec):
+        super().__init__(spec)
+        cfg = spec.config
+        self.critic = QEnsemble(spec.obs_dim, spec.act_dim, cfg.hidden_dims, cfg.qc_ensemble)
+        self.target_critic = frozen_copy(self.critic)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.learning_rate)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
+
+    def aggregate(self, q: torch.Tensor) -> torch.Tensor:
+        return q.min(dim=0).values if self.config.qc_q_agg == "min" else q.mean(dim=0)
+
+    def q_values(self, obs_n: torch.Tensor, actions: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Aggregated Q in normalised units; obs_n broadcasts against actions' leading dims."""
+        net = self.target_critic if target else self.critic
+        obs_n = obs_n.expand(*actions.shape[:-1], obs_n.shape[-1])
+        return self.aggregate(net(obs_n, actions))
+
+    def q_dataset_units(self, obs_n: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs_n [B, obs], actions [B, N_pi, act] -> Q [B, N_pi] in dataset return units."""
+        return self.spec.returns.denormalize(self.q_values(obs_n[:, None, :], actions))
+
+    def update_critic(self, batch: Batch, generator: torch.Generator | None) -> dict[str, float]:
+        cfg = self.config
+        obs_n = self.normalize_obs(batch["observations"])
+        with torch.no_grad():
+            next_obs_n = self.normalize_obs(batch["next_observations"])[:, None, :]
+            batch_size, act_dim = batch["actions"].shape
+            noise = torch.randn((batch_size, cfg.qc_target_candidates, act_dim), generator=generator)
+            candidates = self.sample_actions(next_obs_n, noise)
+            next_q = self.q_values(next_obs_n, candidates, target=True).max(dim=1).values
+            target = self.spec.returns.bellman_target(batch["rewards"], batch["masks"], next_q, cfg.discount)
+        q = self.critic(obs_n, batch["actions"])
+        loss = ((q - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        ema_update(self.target_critic, self.critic, cfg.target_ema)
+        return {"critic_loss": float(loss.detach()), "q_mean": float(q.mean())}
