@@ -300,6 +300,8 @@ def _check_out_path(out_path: str | Path) -> tuple[Path, Path]:
         if p.is_dir():
             raise DatasetError(f"output path is a directory: {p}")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise DatasetError(f"cannot write to directory {parent} (it is not a directory)")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=parent):
