@@ -382,7 +382,7 @@ class EvorPolicy:
     def _tick(self, state: _ShapeState, start: float) -> np.ndarray:
         batch = state.obs.shape[0]
         np.isfinite(state.obs, out=state.obs_ok)
-        np.all(state.obs_ok, axis=1, out=state.row_ok)
+        np.logical_and.reduce(state.obs_ok, axis=1, out=state.row_ok)
         n_bad = batch - int(np.count_nonzero(state.row_ok))
         if n_bad:
             if self.on_invalid == "raise":
@@ -427,7 +427,7 @@ class EvorPolicy:
         np.add(state.row_base, idx, out=state.flat_idx)
         np.take(state.flat_actions, state.flat_idx, axis=0, out=state.out)
         np.isfinite(state.out, out=state.out_ok)
-        np.all(state.out_ok, axis=1, out=state.row_ok2)
+        np.logical_and.reduce(state.out_ok, axis=1, out=state.row_ok2)
         if not state.q_ok.all():
             np.logical_and(state.row_ok2, np.any(state.q_ok, axis=1), out=state.row_ok2)
         if not state.row_ok2.all():

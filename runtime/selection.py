@@ -82,11 +82,11 @@ def q_star(
     else:
         work = np.empty(returns.shape, dtype=np.float64)
         total = np.empty(returns.shape[:-1], dtype=np.float64)
-    np.max(returns, axis=-1, out=out)  # m (cast into float64)
+    np.maximum.reduce(returns, axis=-1, out=out)  # m (cast into float64)
     np.subtract(returns, out[..., None], out=work)  # z - m <= 0
     work *= 1.0 / tau_r
     np.exp(work, out=work)  # in (0, 1]; the max term is exactly 1, so the sum is >= 1
-    np.sum(work, axis=-1, out=total)
+    np.add.reduce(work, axis=-1, out=total)
     total *= 1.0 / returns.shape[-1]
     np.log(total, out=total)
     total *= tau_r
@@ -175,13 +175,13 @@ def select(
         np.minimum(out, n - 1, out=out)
         return out
     probs = scratch.probs
-    np.max(q, axis=1, out=scratch.row[:, 0])
+    np.maximum.reduce(q, axis=1, out=scratch.row[:, 0])
     np.subtract(q, scratch.row, out=probs)
     probs *= 1.0 / tau_q
     np.exp(probs, out=probs)
-    np.cumsum(probs, axis=1, out=probs)  # unnormalised CDF
+    np.add.accumulate(probs, axis=1, out=probs)  # unnormalised CDF
     np.multiply(u, probs[:, -1], out=u)  # scale u by each row's total instead of normalising
     np.less_equal(probs, u[:, None], out=scratch.below)
-    np.sum(scratch.below, axis=1, out=out)
+    np.add.reduce(scratch.below, axis=1, out=out)
     np.minimum(out, n - 1, out=out)  # guards u*total rounding to exactly total
     return out

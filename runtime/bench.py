@@ -1,0 +1,367 @@
+"""Latency benchmarking at a control rate, budget fitting and a latency histogram (torch-free).
+
+Every function returns JSON-able dicts; the `evor-edge bench` CLI wires them up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .manifest import Manifest
+
+__all__ = [
+    "DEFAULT_N_GRID",
+    "DEFAULT_NPI_GRID",
+    "fit",
+    "flops_per_tick",
+    "latency_stats",
+    "load_dataset_observations",
+    "observations_from_manifest",
+    "plot_histogram",
+    "resident_memory_mb",
+    "run_bench",
+]
+
+DEFAULT_NPI_GRID = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_N_GRID = (1, 2, 4, 8, 16, 32, 50)
+_SPIN_S = 0.0005  # sleep until this close to a deadline, then spin (time.sleep is coarse)
+
+
+def resident_memory_mb() -> float:
+    """Resident set size of this process in MiB (VmRSS; peak RSS from getrusage as a fallback)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def flops_per_tick(manifest: Manifest, batch: int, num_candidates: int, num_rtg: int) -> float | None:
+    """FLOPs of one engine call from the manifest's ``flops`` spec, or None when absent.
+
+    Spec: ``{"per_tick": {"const": c, "per_candidate": a, "per_candidate_sample": b}}`` meaning
+    ``flops(B, N_pi, N) = B * (c + N_pi * a + N_pi * N * b)``.
+    """
+    spec = manifest.flops.get("per_tick") if isinstance(manifest.flops, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    try:
+        c = float(spec.get("const", 0.0))
+        a = float(spec.get("per_candidate", 0.0))
+        b = float(spec.get("per_candidate_sample", 0.0))
+    except (TypeError, ValueError):
+        return None
+    n = num_rtg if manifest.kind == "evor" else 1
+    value = batch * (c + num_candidates * a + num_candidates * n * b)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+_STAT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms", "std_ms")
+
+
+def latency_stats(latencies_s: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """p50/p90/p99/p99.9/max/mean/std in milliseconds (all None for an empty input)."""
+    lat = np.asarray(latencies_s, dtype=np.float64) * 1e3
+    if lat.size == 0:
+        return dict.fromkeys(_STAT_KEYS)
+    p50, p90, p99, p999 = np.percentile(lat, [50, 90, 99, 99.9])
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+        "max_ms": float(lat.max()),
+        "mean_ms": float(lat.mean()),
+        "std_ms": float(lat.std()),
+    }
+
+
+def observations_from_manifest(
+    manifest: Manifest, n: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """``n`` plausible observations ``[n, obs_dim]`` float32: N(obs_mean, obs_std) from the
+    manifest when it carries them, else standard normal."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    obs = rng.standard_normal((n, manifest.obs_dim))
+    if len(manifest.obs_mean) == manifest.obs_dim and len(manifest.obs_std) == manifest.obs_dim:
+        obs = obs * np.asarray(manifest.obs_std, dtype=np.float64) + np.asarray(manifest.obs_mean)
+    return obs.astype(np.float32)
+
+
+def load_dataset_observations(path: str | os.PathLike[str], limit: int | None = None,
+                              obs_dim: int | None = None) -> np.ndarray:
+    """The ``observations`` array of an OGBench-format dataset ``.npz`` (plain ``np.load``)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "observations" not in data:
+                raise ValueError(f"{path} has no 'observations' array (keys: {sorted(data.files)})")
+            obs = np.asarray(data["observations"][: limit if limit else None], dtype=np.float32)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"cannot read dataset {path}: {exc}") from None
+    if obs.ndim != 2 or obs.shape[0] == 0:
+        raise ValueError(f"{path}: 'observations' must be a non-empty [n, obs_dim] array, got {obs.shape}")
+    if obs_dim is not None and obs.shape[1] != obs_dim:
+        raise ValueError(f"{path}: observations have dim {obs.shape[1]}, the engine expects {obs_dim}")
+    return obs
+
+
+def _sleep_until(deadline: float) -> None:
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return
+        if remaining > _SPIN_S:
+            time.sleep(remaining - _SPIN_S)
+
+
+def _observation_feed(observations: np.ndarray, batch: int, obs_dim: int) -> np.ndarray:
+    obs = np.asarray(observations, dtype=np.float32)
+    if obs.ndim == 1:
+        obs = obs[None]
+    if obs.ndim != 2 or obs.shape[1] != obs_dim or obs.shape[0] == 0:
+        raise ValueError(f"observations must be [n, {obs_dim}], got {obs.shape}")
+    if obs.shape[0] < batch:
+        obs = np.tile(obs, (math.ceil(batch / obs.shape[0]), 1))
+    return np.ascontiguousarray(obs)
+
+
+def run_bench(
+    policy: Any,
+    hz: float,
+    ticks: int,
+    observations: np.ndarray,
+    batch: int = 1,
+    warmup: int = 20,
+    keep_latencies: bool = False,
+) -> dict[str, Any]:
+    """Run ``policy`` in a fixed-rate loop and report latency against the control period.
+
+    Each tick starts at its slot ``t0 + k / hz`` (sleeping until then); a tick whose compute
+    time exceeds the period is a deadline miss. When a tick overruns past the next slot(s),
+    those slots are skipped (counted in ``skipped_slots``) as a real controller would, and the
+    schedule continues on the next free slot. Jitter is the standard deviation of tick start
+    times against their slots. ``observations`` rows are fed in order (cycled); with
+    ``batch > 1`` the policy's ``act_batch`` gets ``batch`` consecutive rows.
+
+    Returns a JSON-able dict (latencies in ms, memory in MiB, rates in Hz); with
+    ``keep_latencies`` it also holds ``latencies_ms``, the per-tick list (for a histogram).
+    """
+    if hz <= 0 or not math.isfinite(hz):
+        raise ValueError(f"hz must be a positive number, got {hz}")
+    if ticks < 1:
+        raise ValueError(f"ticks must be >= 1, got {ticks}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    obs = _observation_feed(observations, batch, policy.obs_dim)
+    n_obs = obs.shape[0]
+    if batch == 1:
+        feeds = [obs[i] for i in range(n_obs)]
+        step = policy.act
+    else:
+        feeds = [np.take(obs, np.arange(i, i + batch) % n_obs, axis=0) for i in range(0, n_obs, batch)]
+        step = policy.act_batch
+
+    for i in range(max(0, warmup)):
+        step(feeds[i % len(feeds)])
+    rss_start = resident_memory_mb()
+
+    period = 1.0 / hz
+    latency = np.empty(ticks, dtype=np.float64)
+    engine = np.empty(ticks, dtype=np.float64)
+    lateness = np.empty(ticks, dtype=np.float64)
+    skipped = 0
+    perf = time.perf_counter
+    t0 = perf() + period  # first slot one period ahead (settles the sleep)
+    slot = 0
+    first_start = last_end = 0.0
+    for k in range(ticks):
+        ideal = t0 + slot * period
+        _sleep_until(ideal)
+        start = perf()
+        step(feeds[k % len(feeds)])
+        end = perf()
+        if k == 0:
+            first_start = start
+        last_end = end
+        latency[k] = end - start
+        engine[k] = getattr(getattr(policy, "last", None), "engine_s", float("nan"))
+        lateness[k] = start - ideal
+        slot += 1
+        behind = int((end - (t0 + slot * period)) // period) + 1 if end > t0 + slot * period else 0
+        if behind:
+            skipped += behind
+            slot += behind
+    rss_end = resident_memory_mb()
+
+    misses = int(np.count_nonzero(latency > period))
+    elapsed = last_end - first_start
+    stats = latency_stats(latency)
+    shape = (batch, int(getattr(policy, "num_candidates", 0)), int(getattr(policy, "num_rtg", 0)))
+    manifest = getattr(policy, "manifest", None)
+    flops = flops_per_tick(manifest, *shape) if manifest is not None else None
+    result = {
+        "hz": float(hz),
+        "period_ms": period * 1e3,
+        "ticks": int(ticks),
+        "warmup": int(max(0, warmup)),
+        "batch": batch,
+        "num_candidates": shape[1],
+        "num_rtg": shape[2] if getattr(policy, "kind", "evor") == "evor" else None,
+        "latency_ms": stats,
+        "engine_ms": latency_stats(engine[np.isfinite(engine)]),
+        "deadline_misses": misses,
+        "deadline_miss_pct": 100.0 * misses / ticks,
+        "skipped_slots": int(skipped),
+        "jitter_ms": float(np.std(lateness) * 1e3),
+        "max_lateness_ms": float(np.max(lateness) * 1e3),
+        "achieved_hz": float((ticks - 1) / elapsed) if ticks > 1 and elapsed > 0 else None,
+        "rss_start_mb": rss_start,
+        "rss_end_mb": rss_end,
+        "rss_growth_mb": rss_end - rss_start,
+        "flops_per_tick": flops,
+        "gflops_per_s": (flops / (stats["mean_ms"] * 1e-3) / 1e9) if flops else None,
+        "meets_deadline_p99": bool(stats["p99_ms"] <= period * 1e3),
+        "backend": policy.describe() if hasattr(policy, "describe") else None,
+    }
+    if keep_latencies:
+        result["latencies_ms"] = (latency * 1e3).tolist()
+    return result
+
+
+def _timed_point(policy: Any, feeds: list[np.ndarray], ticks: int, warmup: int) -> np.ndarray:
+    for i in range(warmup):
+        policy.act(feeds[i % len(feeds)])
+    lat = np.empty(ticks, dtype=np.float64)
+    perf = time.perf_counter
+    for k in range(ticks):
+        start = perf()
+        policy.act(feeds[k % len(feeds)])
+        lat[k] = perf() - start
+    return lat
+
+
+def fit(
+    engine_dir: str | os.PathLike[str] | None = None,
+    hz: float = 50.0,
+    *,
+    policy: Any = None,
+    ticks: int = 50,
+    warmup: int = 5,
+    npi_grid: Sequence[int] = DEFAULT_NPI_GRID,
+    n_grid: Sequence[int] = DEFAULT_N_GRID,
+    budget_fraction: float = 1.0,
+    observations: np.ndarray | None = None,
+    backend: str = "auto",
+    providers: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Largest (N_pi, N) whose p99 latency fits the control period (times ``budget_fraction``).
+
+    Each grid point is timed with ``ticks`` back-to-back calls (not rate limited) after
+    ``warmup`` calls. Latency is assumed monotone in N_pi and N, so points that dominate a
+    failing point are skipped (marked ``"skipped"``). Among fitting points the largest
+    N_pi * N wins, ties going to the larger N_pi. For kind "qc" engines only N_pi is searched.
+    """
+    if policy is None:
+        if engine_dir is None:
+            raise ValueError("fit needs engine_dir or policy")
+        from .policy import EvorPolicy
+
+        policy = EvorPolicy.load(engine_dir, backend=backend, providers=providers)
+    if hz <= 0 or not math.isfinite(hz):
+        raise ValueError(f"hz must be a positive number, got {hz}")
+    budget_ms = 1e3 / hz * budget_fraction
+    is_evor = policy.kind == "evor"
+    n_values = sorted({int(n) for n in n_grid}) if is_evor else [1]
+    npi_values = sorted({int(n) for n in npi_grid})
+    if observations is None:
+        observations = observations_from_manifest(policy.manifest, 64)
+    feeds = list(_observation_feed(observations, 1, policy.obs_dim))
+    saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state)
+    table: list[dict[str, Any]] = []
+    failing: list[tuple[int, int]] = []
+    try:
+        for npi in npi_values:
+            for n in n_values:
+                row: dict[str, Any] = {"num_candidates": npi, "num_rtg": n if is_evor else None}
+                if any(npi >= a and n >= b for a, b in failing):
+                    row.update(status="skipped", p50_ms=None, p99_ms=None, fits=False)
+                    table.append(row)
+                    continue
+                policy.set_num_candidates(npi)
+                policy.set_num_rtg(n)
+                lat = latency_stats(_timed_point(policy, feeds, ticks, warmup))
+                fits = lat["p99_ms"] <= budget_ms
+                row.update(status="measured", p50_ms=lat["p50_ms"], p99_ms=lat["p99_ms"],
+                           max_ms=lat["max_ms"], fits=fits)
+                table.append(row)
+                if not fits:
+                    failing.append((npi, n))
+    finally:
+        policy.set_num_candidates(saved[0])
+        policy.set_num_rtg(saved[1])
+        policy.rng.bit_generator.state = saved[2]
+    fitting = [r for r in table if r["fits"]]
+    best = max(fitting, key=lambda r: (r["num_candidates"] * (r["num_rtg"] or 1), r["num_candidates"]),
+               default=None)
+    return {
+        "hz": float(hz),
+        "budget_ms": budget_ms,
+        "ticks_per_point": ticks,
+        "chosen": None if best is None else {
+            "num_candidates": best["num_candidates"], "num_rtg": best["num_rtg"],
+            "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
+        },
+        "table": table,
+        "backend": policy.describe() if hasattr(policy, "describe") else None,
+    }
+
+
+def plot_histogram(latencies_ms: Sequence[float] | np.ndarray, deadline_ms: float | None,
+                   path: str | os.PathLike[str], title: str | None = None) -> str:
+    """Save a latency histogram (with the deadline as a vertical line) to ``path``.
+
+    matplotlib is optional for the runtime: a clear ``RuntimeError`` says so if it is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError(
+            "plot_histogram needs matplotlib, which the robot install does not include: "
+            "pip install matplotlib (or evor-edge[train])"
+        ) from None
+    lat = np.asarray(latencies_ms, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    try:
+        ax.hist(lat, bins=min(100, max(10, lat.size // 20)), color="#3b75af")
+        if deadline_ms is not None:
+            ax.axvline(deadline_ms, color="#c0392b", linestyle="--", label=f"deadline {deadline_ms:.1f} ms")
+        if lat.size:
+            p99 = float(np.percentile(lat, 99))
+            ax.axvline(p99, color="#555555", linestyle=":", label=f"p99 {p99:.2f} ms")
+        if deadline_ms is not None or lat.size:
+            ax.legend()
+        ax.set_xlabel("tick latency (ms)")
+        ax.set_ylabel("ticks")
+        ax.set_title(title or "policy tick latency")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+    return str(path)
