@@ -316,7 +316,7 @@ class EvorPolicy:
         if arr.shape != (self.obs_dim,):
             raise InvalidObservationError(f"observation shape {arr.shape} != expected ({self.obs_dim},)")
         state = self._state(1)
-        np.copyto(state.obs[0], arr, casting="unsafe")
+        _cast_into(state.obs[0], arr)
         out = self._tick(state, start)
         return out[0].copy()
 
@@ -329,7 +329,7 @@ class EvorPolicy:
                 f"observation batch shape {arr.shape} != expected (B, {self.obs_dim}) with B >= 1"
             )
         state = self._state(arr.shape[0])
-        np.copyto(state.obs, arr, casting="unsafe")
+        _cast_into(state.obs, arr)
         out = self._tick(state, start)
         return out.copy()
 
@@ -450,6 +450,16 @@ class EvorPolicy:
         last.selection_s = end - t_select
         last.latency_s = end - start
         return state.out
+
+
+def _cast_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """Copy ``src`` into the float32 buffer; values beyond float32 range become +-inf (and are
+    then refused as non-finite) without a RuntimeWarning."""
+    if src.dtype == np.float32:
+        np.copyto(dst, src)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(dst, src, casting="unsafe")
 
 
 def _check_count(name: str, n: Any) -> int:
