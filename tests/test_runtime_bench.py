@@ -1,0 +1,103 @@
+"""runtime.bench: documented keys, FLOP accounting, budget fit, observation sources, histogram."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_fixtures import FLOPS, write_engine
+from evor_edge.runtime import EvorPolicy
+from evor_edge.runtime.bench import (
+    fit,
+    flops_per_tick,
+    load_dataset_observations,
+    observations_from_manifest,
+    plot_histogram,
+    run_bench,
+)
+
+BENCH_KEYS = {
+    "hz", "period_ms", "ticks", "warmup", "batch", "num_candidates", "num_rtg", "latency_ms",
+    "engine_ms", "deadline_misses", "deadline_miss_pct", "skipped_slots", "jitter_ms",
+    "max_lateness_ms", "achieved_hz", "rss_start_mb", "rss_end_mb", "rss_growth_mb",
+    "flops_per_tick", "gflops_per_s", "meets_deadline_p99", "backend",
+}
+STAT_KEYS = {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms", "std_ms"}
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_engine(tmp_path_factory.mktemp("bench"))[0]
+
+
+def test_run_bench_keys(engine_dir: Path) -> None:
+    policy = EvorPolicy.load(engine_dir)
+    obs = observations_from_manifest(policy.manifest, 16, np.random.default_rng(0))
+    result = run_bench(policy, hz=200, ticks=30, observations=obs, warmup=5)
+    assert set(result) >= BENCH_KEYS
+    assert set(result["latency_ms"]) == STAT_KEYS
+    assert result["ticks"] == 30 and 0 <= result["deadline_misses"] <= 30
+    assert result["flops_per_tick"] == flops_per_tick(policy.manifest, 1, 8, 4)
+    assert result["rss_start_mb"] > 0
+    json.dumps(result, allow_nan=False)
+
+
+def test_run_bench_batch_and_latencies(engine_dir: Path) -> None:
+    policy = EvorPolicy.load(engine_dir)
+    obs = observations_from_manifest(policy.manifest, 5)
+    result = run_bench(policy, hz=500, ticks=10, observations=obs, batch=3, warmup=2, keep_latencies=True)
+    assert result["batch"] == 3 and len(result["latencies_ms"]) == 10
+    assert policy.last.batch == 3
+    with pytest.raises(ValueError):
+        run_bench(policy, hz=0, ticks=10, observations=obs)
+    with pytest.raises(ValueError):
+        run_bench(policy, hz=50, ticks=10, observations=np.zeros((3, 7)))
+
+
+def test_flops_spec(engine_dir: Path) -> None:
+    manifest = EvorPolicy.load(engine_dir).manifest
+    c, a, b = (FLOPS["per_tick"][k] for k in ("const", "per_candidate", "per_candidate_sample"))
+    assert flops_per_tick(manifest, 2, 32, 50) == 2 * (c + 32 * a + 32 * 50 * b)
+    manifest.flops = {}
+    assert flops_per_tick(manifest, 1, 8, 4) is None
+    manifest.flops = {"per_tick": "garbage"}
+    assert flops_per_tick(manifest, 1, 8, 4) is None
+
+
+def test_fit_reports_table_and_restores_settings(engine_dir: Path) -> None:
+    policy = EvorPolicy.load(engine_dir, num_candidates=8, num_rtg=4)
+    state = policy.rng.bit_generator.state
+    result = fit(policy=policy, hz=50, ticks=5, warmup=1, npi_grid=(1, 4), n_grid=(1, 8))
+    assert result["chosen"] is not None  # a tiny engine fits 20 ms
+    assert len(result["table"]) == 4
+    assert (policy.num_candidates, policy.num_rtg) == (8, 4)
+    assert policy.rng.bit_generator.state == state
+    # An impossible budget: nothing fits and dominated points are skipped.
+    none = fit(policy=policy, hz=1e9, ticks=3, warmup=0, npi_grid=(1, 4), n_grid=(1, 8))
+    assert none["chosen"] is None
+    assert [r["status"] for r in none["table"]] == ["measured", "skipped", "skipped", "skipped"]
+    json.dumps(result, allow_nan=False)
+
+
+def test_observation_sources(engine_dir: Path, tmp_path: Path) -> None:
+    manifest = EvorPolicy.load(engine_dir).manifest
+    obs = observations_from_manifest(manifest, 4000, np.random.default_rng(0))
+    assert obs.shape == (4000, 4) and obs.dtype == np.float32
+    np.testing.assert_allclose(obs.mean(axis=0), manifest.obs_mean, atol=0.1)
+    np.testing.assert_allclose(obs.std(axis=0), manifest.obs_std, atol=0.1)
+    path = tmp_path / "data.npz"
+    np.savez(path, observations=np.ones((10, 4)), actions=np.zeros((10, 2)))
+    assert load_dataset_observations(path, limit=3, obs_dim=4).shape == (3, 4)
+    with pytest.raises(ValueError, match="dim"):
+        load_dataset_observations(path, obs_dim=5)
+    np.savez(tmp_path / "bad.npz", actions=np.zeros(3))
+    with pytest.raises(ValueError, match="observations"):
+        load_dataset_observations(tmp_path / "bad.npz")
+
+
+def test_plot_histogram(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = plot_histogram(np.random.default_rng(0).gamma(2.0, 1.0, size=200), 20.0, tmp_path / "h.png")
+    assert Path(out).stat().st_size > 0
