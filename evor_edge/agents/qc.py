@@ -53,4 +53,4 @@ class QCAgent(BaseAgent):
         loss.backward()
         self.critic_opt.step()
         ema_update(self.target_critic, self.critic, cfg.target_ema)
-        return {"critic_loss": float(loss.detach()), "q_mean": float(q.mean())}
+        return {"critic_loss": float(loss.detach()), "q_mean": float(q.detach().mean())}

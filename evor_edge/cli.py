@@ -1,0 +1,288 @@
+"""`evor-edge`: the command line. Heavy imports (torch, ogbench, onnx) happen inside commands, so the
+robot install (numpy + onnxruntime + click) can run `bench` without them.
+
+Every error a user can cause is printed as one line `error: ...` with exit status 2; an unexpected
+internal error prints one line too (set EVOR_EDGE_DEBUG=1 for the traceback) with exit status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_TASK = "pointmaze-medium-navigate-singletask-task1-v0"
+DEFAULT_DATASET = "pointmaze-medium-navigate-v0"
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Error classes whose message is meant for the user (all ValueError subclasses) plus OS errors."""
+    return (ValueError, OSError)
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except _user_error_types() as exc:
+            if os.environ.get("EVOR_EDGE_DEBUG"):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
+        except Exception as exc:  # noqa: BLE001 - the CLI must never print a bare traceback
+            if os.environ.get("EVOR_EDGE_DEBUG"):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"error: internal {type(exc).__name__}: {first} (EVOR_EDGE_DEBUG=1 shows the traceback)",
+                       err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
+    click.echo(json.dumps(result, indent=2) if as_json else human(result))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="evor-edge")
+def main() -> None:
+    """EVOR for robots: train offline-RL policies, compile them to one engine, run them at control rate.
+
+    \b
+    Typical flow:
+      evor-edge data generate pointmaze-medium-navigate-v0 --out data/pm.npz
+      evor-edge train --env pointmaze-medium-navigate-singletask-task1-v0 --dataset data/pm.npz --out runs/pm
+      evor-edge eval runs/pm --env pointmaze-medium-navigate-singletask-task1-v0
+      evor-edge export runs/pm --out engines/pm
+      evor-edge bench engines/pm --hz 50 --fit
+    Or all of it on a small default: evor-edge quickstart
+    """
+
+
+# --------------------------------------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Make and inspect OGBench-format offline datasets."""
+
+
+@data.command("generate")
+@click.argument("dataset")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Train file to write (.npz); the validation split goes to the matching -val.npz.")
+@click.option("--episodes", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Train episodes (OGBench's official size is 1000; validation gets a tenth).")
+@click.option("--max-episode-steps", default=1001, show_default=True, type=click.IntRange(min=2),
+              help="Steps per episode (OGBench's recipe: 1001).")
+@click.option("--noise", default=0.2, show_default=True, type=click.FloatRange(min=0.0),
+              help="Std of the Gaussian action noise added to the expert.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--expert-eval-episodes", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Episodes per evaluation task to measure the noisy expert's success (0 skips).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly_errors
+def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int, noise: float, seed: int,
+                  expert_eval_episodes: int, as_json: bool) -> None:
+    """Generate DATASET (an OGBench dataset name, e.g. pointmaze-medium-navigate-v0) locally.
+
+    Follows OGBench's own recipe (noisy oracle-subgoal expert for mazes), stores qpos/qvel so
+    singletask reward relabelling works, and writes both files atomically.
+    """
+    from evor_edge.datagen import generate_dataset
+
+    report = generate_dataset(dataset, out, episodes=episodes, seed=seed, max_episode_steps=max_episode_steps,
+                              noise=noise, expert_eval_episodes=expert_eval_episodes)
+    emit(report, as_json, lambda r: f"wrote {r['path']} ({r['transitions']} transitions) and {r['val_path']}; "
+         f"expert success {r.get('expert_success', {}).get('mean', 'n/a')}")
+
+
+# -------------------------------------------------------------------------------------------- train
+@main.command()
+@click.option("--env", "task", required=True, help="OGBench singletask name, e.g. " + DEFAULT_TASK)
+@click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False),
+              help="OGBench-format .npz (its -val.npz beside it). Default: ~/.ogbench/data/<dataset>.npz")
+@click.option("--agent", type=click.Choice(["evor", "qc"]), default="evor", show_default=True,
+              help="evor = flow BC + flow-based TD reward-to-go model; qc = the QC-1 baseline.")
+@click.option("--preset", type=click.Choice(["paper", "small"]), default="small", show_default=True,
+              help="paper = Tables 3-4 (MLP 4x512, 1M steps); small = CPU-sized (MLP 3x256, 20k steps).")
+@click.option("--steps", type=click.IntRange(min=1), help="Gradient steps (overrides the preset).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Minibatch size (overrides the preset).")
+@click.option("--reward-model", type=click.Choice(["sample", "mc"]),
+              help="EVOR critic target: sample = flow-based TD (default); mc = Eq. 13 Monte-Carlo returns.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@friendly_errors
+def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: int | None,
+          batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
+          resume: bool, as_json: bool) -> None:
+    """Train an EVOR (or QC-1) agent on TASK's offline dataset.
+
+    Writes RUN/config.json, RUN/metrics.jsonl (JSON lines) and atomic safetensors checkpoints under
+    RUN/checkpoints/. A killed run continues with --resume.
+    """
+    from evor_edge.config import preset_config
+    from evor_edge.datasets import split_task_name
+    from evor_edge.train import train as run_training
+
+    _env_name, dataset_name = split_task_name(task)
+    if dataset_path is None:
+        dataset_path = str(Path("~/.ogbench/data").expanduser() / f"{dataset_name}.npz")
+    config = preset_config(preset, agent=agent, steps=steps, batch_size=batch_size, reward_model=reward_model,
+                           checkpoint_every=checkpoint_every, seed=seed)
+    summary = run_training(task, dataset_path, config, out, resume=resume)
+    emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
+         f"({r['ms_per_step']} ms/step); checkpoint {r['checkpoint']}")
+
+
+# --------------------------------------------------------------------------------------------- eval
+@main.command("eval")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--env", "task", required=True, help="OGBench singletask name.")
+@click.option("--episodes", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-candidates", type=click.IntRange(min=1), help="N_pi (default: from training config).")
+@click.option("--num-rtg", type=click.IntRange(min=1), help="N reward-to-go samples (EVOR).")
+@click.option("--tau-r", type=click.FloatRange(min=0.0, min_open=True), help="tau_R of Q* (EVOR).")
+@click.option("--tau-q", type=click.FloatRange(min=0.0), help="tau_Q of the softmax (0 = argmax).")
+@click.option("--parallel", default=25, show_default=True, type=click.IntRange(min=1),
+              help="Environments stepped together (one policy call per tick for all).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed SEED+i.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@friendly_errors
+def eval_command(source: str, task: str, episodes: int, num_candidates: int | None, num_rtg: int | None,
+                 tau_r: float | None, tau_q: float | None, parallel: int, seed: int, as_json: bool) -> None:
+    """Closed-loop success of SOURCE (a checkpoint / run dir, or an ENGINE_DIR) on TASK.
+
+    A checkpoint runs the torch reference policy; an engine directory runs through EvorPolicy,
+    exactly what the robot runs.
+    """
+    from evor_edge.datasets import make_env
+    from evor_edge.evaluation import evaluate
+
+    env = make_env(task)
+    obs_dim, act_dim = env.observation_space.shape[-1], env.action_space.shape[-1]
+    env.close()
+    if (Path(source) / "manifest.json").is_file():
+        from evor_edge.runtime import EvorPolicy
+
+        policy: Any = EvorPolicy.load(source, num_candidates=num_candidates, num_rtg=num_rtg, tau_r=tau_r,
+                                      tau_q=tau_q, seed=seed)
+        dims = (policy.obs_dim, policy.act_dim)
+        kind = "engine"
+    else:
+        from evor_edge.checkpoint import load_checkpoint
+        from evor_edge.inference import TorchPolicy
+
+        loaded = load_checkpoint(source)
+        policy = TorchPolicy(loaded.agent, num_candidates, num_rtg, tau_r, tau_q, seed=seed)
+        dims = (loaded.agent.spec.obs_dim, loaded.agent.spec.act_dim)
+        kind = "checkpoint"
+    if dims != (obs_dim, act_dim):
+        raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {(obs_dim, act_dim)}")
+    result = evaluate(policy, task, episodes=episodes, seed=seed, parallel=parallel)
+    result.update({"source": source, "source_kind": kind})
+    emit(result, as_json, lambda r: f"{task}: success {100 * r['success_rate']:.1f}% over {r['episodes']} "
+         f"episodes ({r['seconds']} s)")
+
+
+# ------------------------------------------------------------------------------------------- export
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="ENGINE_DIR to create.")
+@click.option("--euler-steps", type=click.IntRange(min=1), help="Euler steps M baked into the engine.")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(min=13, max=17),
+              help="ONNX opset (TensorRT 10 parses up to 17 safely).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing ENGINE_DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly_errors
+def export_command(checkpoint: str, out: str, euler_steps: int | None, opset: int, overwrite: bool,
+                   as_json: bool) -> None:
+    """Compile CHECKPOINT into one ONNX engine (engine.onnx + manifest.json + build_trt.sh).
+
+    Both Euler loops are unrolled and N_pi candidates x N reward-to-go samples are batched into one
+    graph with dynamic B, N_pi and N. build_trt.sh builds the TensorRT plan on the target.
+    """
+    from evor_edge.export import export_engine
+
+    report = export_engine(checkpoint, out, euler_steps=euler_steps, opset=opset, overwrite=overwrite)
+    emit(report, as_json, lambda r: f"wrote {out} ({json.dumps({k: r[k] for k in list(r)[:4]})})")
+
+
+# -------------------------------------------------------------------------------------------- bench
+@main.command()
+@click.argument("engine_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--hz", default=50.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Control rate; the deadline per tick is 1/hz.")
+@click.option("--ticks", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-candidates", type=click.IntRange(min=1), help="N_pi (default: manifest).")
+@click.option("--num-rtg", type=click.IntRange(min=1), help="N (default: manifest).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Observations per tick.")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "onnxruntime", "tensorrt"]))
+@click.option("--dataset", "dataset_path", type=click.Path(exists=True, dir_okay=False),
+              help="Draw observations from this .npz (default: manifest statistics).")
+@click.option("--fit", is_flag=True, help="Find the largest (N_pi, N) whose p99 meets the deadline, then bench it.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly_errors
+def bench(engine_dir: str, hz: float, ticks: int, num_candidates: int | None, num_rtg: int | None, batch: int,
+          backend: str, dataset_path: str | None, fit: bool, plot_path: str | None, as_json: bool) -> None:
+    """Run ENGINE_DIR in a fixed-rate loop at --hz and report latency percentiles and deadline misses."""
+    from evor_edge.bench_command import bench_engine
+
+    report = bench_engine(engine_dir, hz=hz, ticks=ticks, num_candidates=num_candidates, num_rtg=num_rtg,
+                          batch=batch, backend=backend, dataset_path=dataset_path, fit=fit, plot_path=plot_path)
+    emit(report, as_json, _bench_summary)
+
+
+def _bench_summary(r: dict[str, Any]) -> str:
+    lat = r.get("latency_ms", {})
+    lines = [f"N_pi={r.get('num_candidates')} N={r.get('num_rtg')} batch={r.get('batch')} at {r.get('hz')} Hz: "
+             f"p50 {lat.get('p50', float('nan')):.2f} ms, p99 {lat.get('p99', float('nan')):.2f} ms, "
+             f"max {lat.get('max', float('nan')):.2f} ms; deadline misses {r.get('deadline_misses')} of "
+             f"{r.get('ticks')}; achieved {r.get('achieved_hz', float('nan')):.1f} Hz"]
+    if r.get("fit"):
+        lines.insert(0, f"fit: chose N_pi={r['fit'].get('num_candidates')} N={r['fit'].get('num_rtg')}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- quickstart
+@main.command()
+@click.option("--out", "out", default="quickstart-out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the dataset, run, engine and reports.")
+@click.option("--episodes", default=100, show_default=True, type=click.IntRange(min=2),
+              help="Dataset episodes (1001 steps each).")
+@click.option("--steps", default=20_000, show_default=True, type=click.IntRange(min=1),
+              help="Training steps of the small preset.")
+@click.option("--eval-episodes", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@friendly_errors
+def quickstart(out: str, episodes: int, steps: int, eval_episodes: int, as_json: bool) -> None:
+    """The whole job on a small default: generate pointmaze data, train `small`, export, bench, evaluate.
+
+    Re-running continues where it stopped (existing dataset and finished training are reused).
+    """
+    from evor_edge.quickstart import run_quickstart
+
+    report = run_quickstart(Path(out), episodes=episodes, steps=steps, eval_episodes=eval_episodes)
+    emit(report, as_json, lambda r: "\n".join(f"{k}: {v}" for k, v in r["where"].items()) +
+         f"\nsuccess: {r['summary']}")
+
+
+if __name__ == "__main__":
+    main()
