@@ -253,9 +253,9 @@ def bench(engine_dir: str, hz: float, ticks: int, num_candidates: int | None, nu
 def _bench_summary(r: dict[str, Any]) -> str:
     lat = r.get("latency_ms", {})
     lines = [f"N_pi={r.get('num_candidates')} N={r.get('num_rtg')} batch={r.get('batch')} at {r.get('hz')} Hz: "
-             f"p50 {lat.get('p50', float('nan')):.2f} ms, p99 {lat.get('p99', float('nan')):.2f} ms, "
-             f"max {lat.get('max', float('nan')):.2f} ms; deadline misses {r.get('deadline_misses')} of "
-             f"{r.get('ticks')}; achieved {r.get('achieved_hz', float('nan')):.1f} Hz"]
+             f"p50 {lat.get('p50_ms', float('nan')):.2f} ms, p99 {lat.get('p99_ms', float('nan')):.2f} ms, "
+             f"max {lat.get('max_ms', float('nan')):.2f} ms; deadline misses {r.get('deadline_misses')} of "
+             f"{r.get('ticks')}; achieved {r.get('achieved_hz') or float('nan'):.1f} Hz"]
     if r.get("fit"):
         lines.insert(0, f"fit: chose N_pi={r['fit'].get('num_candidates')} N={r['fit'].get('num_rtg')}")
     return "\n".join(lines)

@@ -79,7 +79,7 @@ def run_quickstart(out: Path, episodes: int = 100, steps: int = 20_000, eval_epi
     lat = bench.get("latency_ms", {})
     report["summary"] = (
         f"{100 * result['success_rate']:.0f}% success on {TASK} ({eval_episodes} episodes); "
-        f"p99 {lat.get('p99', float('nan')):.2f} ms per tick at N_pi={bench.get('num_candidates')} "
+        f"p99 {lat.get('p99_ms', float('nan')):.2f} ms per tick at N_pi={bench.get('num_candidates')} "
         f"N={bench.get('num_rtg')} ({bench.get('deadline_misses')} deadline misses at {hz:g} Hz)"
     )
     report["where"] = {
