@@ -11,6 +11,17 @@ the way OGBench's ``data_gen_scripts`` do:
   ``terminate_at_goal=False`` and ``max_episode_steps`` (1001 by default), so every
   episode has exactly that many steps.
 
+* ``cube-{single,double,triple}-{play,noisy}-v0``: OGBench's manipspace recipe with the
+  oracles shipped in the ogbench package, env made with ``terminate_at_goal=False,
+  mode='data_collection'``. The env scatters the cubes and picks a target cube and pose;
+  the oracle carries the cube there, then ``set_new_target`` draws the next one (stacked on
+  another cube with the episode's probability p_stack ~ U(0, 0.25) for double), until the
+  time limit. ``play`` uses the plan oracle (``CubePlanOracle``, temporally correlated plan
+  noise 0.1, smoothing 0.5); ``noisy`` uses the Markov oracle (``CubeMarkovOracle``,
+  min_norm 0.4) with Gaussian noise of per-episode scale xi ~ U(0, 0.1) (x[1,1,1,3,10]
+  per action dimension) and 10% uniformly random actions. These are the settings of
+  OGBench's ``generate_manipspace.py`` for those dataset names.
+
 Files have OGBench's layout (``observations``/``actions``/``qpos``/``qvel`` float32,
 ``terminals`` bool, where ``qpos``/``qvel`` are the simulator state *before* each step
 so single-task rewards can be relabelled), written with ``np.savez_compressed``. The
@@ -18,15 +29,17 @@ train file goes to ``out_path`` and the validation file (``max(1, episodes // 10
 episodes, same recipe, drawn after the train episodes) to ``out_path`` with ``.npz``
 replaced by ``-val.npz``. Both are written atomically.
 
-Determinism: OGBench's envs draw some noise from numpy's *global* RNG (start / goal
-jitter, the few random stabilising actions at reset). Generation seeds it for its
-duration and restores the caller's global state afterwards; everything the recipe itself
-draws comes from a seeded ``numpy.random.Generator``. Same seed, same arguments, same
-MuJoCo build -> identical arrays.
+Determinism: OGBench's envs and oracles draw some noise from numpy's *global* RNG (start /
+goal jitter, oracle plans). Generation seeds it for its duration and restores the
+caller's global state afterwards; everything the recipe itself draws (cells, action
+noise, stacking probability, random actions) comes from a seeded
+``numpy.random.Generator``, so the streams differ from OGBench's script but the
+distributions are the same. Same seed, same arguments, same MuJoCo build -> identical
+arrays.
 
-Two deliberate, output-neutral deviations from the OGBench script: the oracle subgoal is
-cached per (current cell, goal cell), which is exactly what ``get_oracle_subgoal``
-depends on (it halves the cost per step); and a new goal is set as
+Two deliberate, output-neutral deviations from OGBench's pointmaze script: the oracle
+subgoal is cached per (current cell, goal cell), which is exactly what
+``get_oracle_subgoal`` depends on (it halves the cost per step); and a new goal is set as
 ``set_goal(goal_xy=add_noise(ij_to_xy(goal_ij)))`` rather than ``set_goal(goal_ij)``,
 which draws the same noise but leaves the rendered target marker at the goal instead of
 at NaN (``set_goal(goal_ij)`` writes ``None`` into the marker position).
@@ -48,27 +61,18 @@ import numpy as np
 
 from evor_edge.datasets import DatasetError, val_path_for
 
-_MAZE_DATASETS: tuple[str, ...] = (
-    "pointmaze-medium-navigate-v0",
-    "pointmaze-large-navigate-v0",
-    "pointmaze-giant-navigate-v0",
-    "pointmaze-teleport-navigate-v0",
-)
-
-SUPPORTED_DATASETS: tuple[str, ...] = _MAZE_DATASETS
-"""Dataset names :func:`generate_dataset` can make."""
-
-NUM_EVAL_TASKS = 5
-"""Evaluation tasks per OGBench environment (``singletask-task1`` .. ``task5``)."""
-
 
 @dataclass(frozen=True)
 class _Spec:
-    """How to generate one dataset."""
+    """How to generate one dataset (OGBench's settings for it)."""
 
     dataset: str
     env_id: str  # goal-conditioned env used for collection
-    kind: str  # 'maze'
+    kind: str  # 'maze' or 'cube'
+    default_noise: float
+    oracle: str = ""  # cube: 'plan' (play datasets) or 'markov' (noisy datasets)
+    p_random_action: float = 0.0  # cube: probability of a uniformly random action
+    p_stack: tuple[float, float] = (0.0, 0.0)  # cube: per-episode stacking probability ~ U(lo, hi)
 
     @property
     def task_env_ids(self) -> list[str]:
@@ -77,14 +81,44 @@ class _Spec:
         return [f"{base}-singletask-task{i}-v0" for i in range(1, NUM_EVAL_TASKS + 1)]
 
 
-def _spec(dataset_name: str) -> _Spec:
-    if dataset_name not in SUPPORTED_DATASETS:
-        raise DatasetError(
-            f"unsupported dataset '{dataset_name}'; supported: {', '.join(SUPPORTED_DATASETS)}"
+NUM_EVAL_TASKS = 5
+"""Evaluation tasks per OGBench environment (``singletask-task1`` .. ``task5``)."""
+
+
+def _build_specs() -> dict[str, _Spec]:
+    specs: dict[str, _Spec] = {}
+    for maze in ("medium", "large", "giant", "teleport"):
+        name = f"pointmaze-{maze}-navigate-v0"
+        specs[name] = _Spec(name, f"pointmaze-{maze}-v0", "maze", default_noise=0.2)
+    # OGBench's generate_manipspace.py: 'play' follows the plan oracles (noise 0.1, smoothing
+    # 0.5); 'noisy' the Markov oracles (per-episode noise scale ~ U(0, 0.1)) with 10% random actions.
+    for size, p_stack in (("single", (0.0, 0.0)), ("double", (0.0, 0.25)), ("triple", (0.05, 0.35))):
+        env_id = f"cube-{size}-v0"
+        specs[f"cube-{size}-play-v0"] = _Spec(
+            f"cube-{size}-play-v0", env_id, "cube", default_noise=0.1, oracle="plan", p_stack=p_stack
         )
-    parts = dataset_name.split("-")
-    env_id = "-".join(parts[:-2] + parts[-1:])  # drop the dataset type, as OGBench does
-    return _Spec(dataset=dataset_name, env_id=env_id, kind="maze")
+        specs[f"cube-{size}-noisy-v0"] = _Spec(
+            f"cube-{size}-noisy-v0",
+            env_id,
+            "cube",
+            default_noise=0.1,
+            oracle="markov",
+            p_random_action=0.1,
+            p_stack=p_stack,
+        )
+    return specs
+
+
+_SPECS: dict[str, _Spec] = _build_specs()
+
+SUPPORTED_DATASETS: tuple[str, ...] = tuple(_SPECS)
+"""Dataset names :func:`generate_dataset` can make."""
+
+
+def _spec(dataset_name: str) -> _Spec:
+    if dataset_name not in _SPECS:
+        raise DatasetError(f"unsupported dataset '{dataset_name}'; supported: {', '.join(SUPPORTED_DATASETS)}")
+    return _SPECS[dataset_name]
 
 
 @contextlib.contextmanager
@@ -162,6 +196,46 @@ def _set_maze_goal(env: Any, goal_ij: tuple[int, int]) -> None:
     u.set_goal(goal_xy=np.asarray(goal_xy, dtype=np.float64))
 
 
+class _Recorder:
+    """Preallocated OGBench-layout arrays, filled one step at a time."""
+
+    def __init__(self, env: Any, n_episodes: int, max_episode_steps: int) -> None:
+        u = env.unwrapped
+        model = getattr(u, "model", None) or u._model
+        self._cap = n_episodes * max_episode_steps
+        cap = self._cap
+        self.buf: dict[str, np.ndarray] = {
+            "observations": np.empty((cap, *env.observation_space.shape), dtype=np.float32),
+            "actions": np.empty((cap, *env.action_space.shape), dtype=np.float32),
+            "terminals": np.zeros((cap,), dtype=bool),
+            "qpos": np.empty((cap, int(model.nq)), dtype=np.float32),
+            "qvel": np.empty((cap, int(model.nv)), dtype=np.float32),
+        }
+        if hasattr(u, "_cur_button_states"):
+            n_buttons = len(np.atleast_1d(u._cur_button_states))
+            self.buf["button_states"] = np.empty((cap, n_buttons), dtype=np.int64)
+        self.t = 0
+
+    def add(self, ob: np.ndarray, action: np.ndarray, done: bool, info: dict[str, Any]) -> None:
+        """Record one step: the observation *before* it, the action, done, and the prior state."""
+        t = self.t
+        if t >= self._cap:
+            raise RuntimeError("episode ran past max_episode_steps (TimeLimit missing?)")
+        b = self.buf
+        b["observations"][t] = ob
+        b["actions"][t] = action
+        b["terminals"][t] = done
+        b["qpos"][t] = info["prev_qpos"]
+        b["qvel"][t] = info["prev_qvel"]
+        if "button_states" in b:
+            b["button_states"][t] = info["prev_button_states"]
+        self.t = t + 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The filled part of the arrays (views, no copy)."""
+        return {k: v[: self.t] for k, v in self.buf.items()}
+
+
 def _collect_maze(
     spec: _Spec, n_episodes: int, max_episode_steps: int, noise: float, seed: int, progress: bool
 ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
@@ -172,25 +246,13 @@ def _collect_maze(
 
     env = gymnasium.make(spec.env_id, terminate_at_goal=False, max_episode_steps=max_episode_steps)
     try:
-        u = env.unwrapped
-        all_cells, vertex_cells = maze_cells(np.asarray(u.maze_map))
+        all_cells, vertex_cells = maze_cells(np.asarray(env.unwrapped.maze_map))
         rng = np.random.default_rng(seed)
         expert = _MazeExpert(env, noise, rng)
         env.action_space.seed(seed)
-
-        cap = n_episodes * max_episode_steps
-        obs_shape = tuple(env.observation_space.shape)
-        nq, nv = int(u.model.nq), int(u.model.nv)
-        buf = {
-            "observations": np.empty((cap, *obs_shape), dtype=np.float32),
-            "actions": np.empty((cap, *env.action_space.shape), dtype=np.float32),
-            "terminals": np.zeros((cap,), dtype=bool),
-            "qpos": np.empty((cap, nq), dtype=np.float32),
-            "qvel": np.empty((cap, nv), dtype=np.float32),
-        }
+        rec = _Recorder(env, n_episodes, max_episode_steps)
         lengths: list[int] = []
         goals: list[int] = []
-        t = 0
         with tqdm(total=n_episodes, desc=spec.dataset, unit="ep", disable=not progress) as bar:
             for ep in range(n_episodes):
                 init_ij = all_cells[rng.integers(len(all_cells))]
@@ -199,40 +261,96 @@ def _collect_maze(
                     seed=seed if ep == 0 else None,
                     options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)),
                 )
-                start, reached, done = t, 0, False
+                start, reached, done = rec.t, 0, False
                 while not done:
-                    if t >= cap:
-                        raise RuntimeError("episode ran past max_episode_steps (TimeLimit missing?)")
                     action = expert.act()
                     next_ob, _, terminated, truncated, info = env.step(action)
                     done = bool(terminated or truncated)
                     if info["success"]:
                         reached += 1
                         _set_maze_goal(env, vertex_cells[rng.integers(len(vertex_cells))])
-                    buf["observations"][t] = ob
-                    buf["actions"][t] = action
-                    buf["terminals"][t] = done
-                    buf["qpos"][t] = info["prev_qpos"]
-                    buf["qvel"][t] = info["prev_qvel"]
+                    rec.add(ob, action, done, info)
                     ob = next_ob
-                    t += 1
-                lengths.append(t - start)
+                lengths.append(rec.t - start)
                 goals.append(reached)
                 bar.update(1)
                 bar.set_postfix(goals_per_ep=f"{np.mean(goals):.1f}")
     finally:
         env.close()
-    if t < cap:
-        buf = {k: v[:t] for k, v in buf.items()}
-    return buf, lengths, goals
+    return rec.arrays(), lengths, goals
+
+
+def _collect_cube(
+    spec: _Spec, n_episodes: int, max_episode_steps: int, noise: float, seed: int, progress: bool
+) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+    """Run OGBench's manipspace play / noisy recipe with the oracles shipped in ogbench.
+
+    Each episode the env (``mode='data_collection'``) places the cubes at random and picks a
+    target cube and pose; the oracle carries it there, then a new target is drawn (stacked on
+    another cube with the episode's stacking probability), until the time limit.
+    Goals reached counts targets that were in place when the oracle finished with them.
+    """
+    import gymnasium
+    import ogbench  # noqa: F401  (registers the environments)
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+    from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+    from tqdm import tqdm
+
+    env = gymnasium.make(
+        spec.env_id, terminate_at_goal=False, mode="data_collection", max_episode_steps=max_episode_steps
+    )
+    try:
+        if spec.oracle == "plan":
+            agents: dict[str, Any] = {"cube": CubePlanOracle(env=env, noise=noise, noise_smoothing=0.5)}
+        else:
+            agents = {"cube": CubeMarkovOracle(env=env, min_norm=0.4)}
+        rng = np.random.default_rng(seed)
+        # Manipspace envs build a new (unseedable) action_space on every access, so random
+        # actions are drawn from the seeded generator instead of action_space.sample().
+        space = env.action_space
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        rec = _Recorder(env, n_episodes, max_episode_steps)
+        lengths: list[int] = []
+        goals: list[int] = []
+        with tqdm(total=n_episodes, desc=spec.dataset, unit="ep", disable=not progress) as bar:
+            for ep in range(n_episodes):
+                ob, info = env.reset(seed=seed if ep == 0 else None)
+                p_stack = rng.uniform(*spec.p_stack)
+                xi = rng.uniform(0.0, noise)  # Markov oracle: this episode's noise scale
+                noise_scale = np.array([xi, xi, xi, 3 * xi, 10 * xi])
+                agent = agents[info["privileged/target_task"]]
+                agent.reset(ob, info)
+                start, reached, done = rec.t, 0, False
+                while not done:
+                    if rng.random() < spec.p_random_action:
+                        action = rng.uniform(low, high)
+                    else:
+                        action = np.asarray(agent.select_action(ob, info), dtype=np.float64)
+                        if spec.oracle == "markov":
+                            action = action + rng.normal(0.0, noise_scale)
+                    action = np.clip(action, -1.0, 1.0)
+                    next_ob, _, terminated, truncated, info = env.step(action)
+                    done = bool(terminated or truncated)
+                    if agent.done:
+                        reached += int(bool(info["success"]))
+                        agent_ob, agent_info = env.unwrapped.set_new_target(p_stack=p_stack)
+                        agent = agents[agent_info["privileged/target_task"]]
+                        agent.reset(agent_ob, agent_info)
+                    rec.add(ob, action, done, info)
+                    ob = next_ob
+                lengths.append(rec.t - start)
+                goals.append(reached)
+                bar.update(1)
+                bar.set_postfix(goals_per_ep=f"{np.mean(goals):.1f}")
+    finally:
+        env.close()
+    return rec.arrays(), lengths, goals
 
 
 # --------------------------------------------------------------------------- expert evaluation
 
 
-def evaluate_expert(
-    task_env_name: str, episodes: int = 2, noise: float = 0.2, seed: int = 0
-) -> dict[str, Any]:
+def evaluate_expert(task_env_name: str, episodes: int = 2, noise: float = 0.2, seed: int = 0) -> dict[str, Any]:
     """Goal-reaching rate of the dataset's noisy expert on an OGBench single-task env.
 
     The env is the evaluation one (``terminate_at_goal=True``, 1000 steps, fixed task), so
@@ -344,7 +462,7 @@ def generate_dataset(
     episodes: int = 1000,
     seed: int = 0,
     max_episode_steps: int = 1001,
-    noise: float = 0.2,
+    noise: float | None = None,
     progress: bool = True,
     expert_eval_episodes: int = 2,
 ) -> dict[str, Any]:
@@ -356,7 +474,9 @@ def generate_dataset(
         episodes: train episodes (>= 1); the validation file gets ``max(1, episodes // 10)``.
         seed: seed of everything random; same seed -> same files.
         max_episode_steps: steps per episode (OGBench uses 1001).
-        noise: standard deviation of the Gaussian action noise (OGBench uses 0.2).
+        noise: action-noise level; ``None`` takes OGBench's value for the dataset (pointmaze:
+            standard deviation 0.2 of the Gaussian action noise; cube play: plan noise 0.1;
+            cube noisy: the per-episode noise scale is drawn from U(0, 0.1)).
         progress: show a tqdm bar over episodes.
         expert_eval_episodes: episodes per evaluation task for ``expert_success`` (0 skips it).
 
@@ -365,8 +485,10 @@ def generate_dataset(
         ``transitions`` / ``val_transitions`` (steps stored in each file), ``file_bytes`` /
         ``val_file_bytes``, ``seconds`` (simulation + writing), ``goals_reached_per_episode``
         (mean over train episodes of goals the noisy expert reached), ``expert_success``
-        (``None`` when skipped, else per-task and mean success of the same expert on the
-        five single-task evaluation envs) and the generation parameters.
+        (per-task and mean success of the same expert on the five single-task evaluation
+        envs; ``None`` when skipped or for cube datasets, whose oracles only run in
+        data-collection mode) and the generation parameters. For cube datasets
+        ``goals_reached_per_episode`` counts targets in place when the oracle finished them.
 
     Raises:
         DatasetError: bad arguments or output path (checked before any simulation), or a
@@ -377,7 +499,9 @@ def generate_dataset(
         raise DatasetError(f"episodes must be an integer >= 1, got {episodes!r}")
     if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 2:
         raise DatasetError(f"max_episode_steps must be an integer >= 2, got {max_episode_steps!r}")
-    if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+    if noise is None:
+        noise = spec.default_noise
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
         raise DatasetError(f"noise must be a finite number >= 0, got {noise!r}")
     if not isinstance(seed, int) or seed < 0:
         raise DatasetError(f"seed must be an integer >= 0, got {seed!r}")
@@ -388,9 +512,8 @@ def generate_dataset(
 
     t0 = time.perf_counter()
     with _seeded_global_numpy(seed):
-        data, lengths, goals = _collect_maze(
-            spec, episodes + val_episodes, max_episode_steps, float(noise), seed, progress
-        )
+        collect = _collect_maze if spec.kind == "maze" else _collect_cube
+        data, lengths, goals = collect(spec, episodes + val_episodes, max_episode_steps, float(noise), seed, progress)
     n_train = int(sum(lengths[:episodes]))
     train = {k: v[:n_train] for k, v in data.items()}
     val = {k: v[n_train:] for k, v in data.items()}
@@ -401,7 +524,7 @@ def generate_dataset(
     seconds = time.perf_counter() - t0
 
     expert_success: dict[str, Any] | None = None
-    if expert_eval_episodes > 0:
+    if expert_eval_episodes > 0 and spec.kind == "maze":
         per_task = {
             name: evaluate_expert(name, expert_eval_episodes, float(noise), seed)["success_rate"]
             for name in spec.task_env_ids

@@ -172,9 +172,7 @@ def _check_file(path: Path, env: Any, which: str) -> None:
     for k in REQUIRED_KEYS + tuple(k for k in ("button_states",) if k in headers):
         shape = headers[k][0]
         if not shape or shape[0] != n:
-            raise DatasetError(
-                f"{which} file: '{k}' has shape {shape}, expected {n} rows like 'observations': {path}"
-            )
+            raise DatasetError(f"{which} file: '{k}' has shape {shape}, expected {n} rows like 'observations': {path}")
     if len(headers["terminals"][0]) != 1:
         raise DatasetError(f"{which} file: 'terminals' has shape {headers['terminals'][0]}, expected ({n},)")
     obs_shape = headers["observations"][0][1:]
@@ -194,9 +192,7 @@ def _check_file(path: Path, env: Any, which: str) -> None:
     nq = _env_nq(env)
     qpos_shape = headers["qpos"][0][1:]
     if nq is not None and qpos_shape != (nq,):
-        raise DatasetError(
-            f"{which} file: qpos shape {qpos_shape} does not match the environment's nq ({nq},): {path}"
-        )
+        raise DatasetError(f"{which} file: qpos shape {qpos_shape} does not match the environment's nq ({nq},): {path}")
     # OGBench's loader shifts observations by one inside each trajectory; a file whose last
     # step is not terminal would silently misalign next_observations.
     try:
@@ -229,9 +225,7 @@ def _check_loaded(ds: dict[str, np.ndarray], path: Path, which: str) -> None:
             raise DatasetError(f"{which} dataset: '{k}' has {len(v)} rows, 'observations' has {n}: {path}")
 
 
-def load_task_dataset(
-    task: str, dataset_path: str | Path
-) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def load_task_dataset(task: str, dataset_path: str | Path) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Load an OGBench single-task dataset from a local file, with OGBench's reward relabelling.
 
     The validation file is expected next to it (``X.npz`` -> ``X-val.npz``), as OGBench does.
@@ -263,9 +257,7 @@ def load_task_dataset(
     _check_file(val_path, env, "validation")
     try:
         # Same as make_env_and_datasets(task, dataset_path=...), reusing the env made above.
-        train, val = ogbench.make_env_and_datasets(
-            task, dataset_path=os.fspath(path), dataset_only=True, cur_env=env
-        )
+        train, val = ogbench.make_env_and_datasets(task, dataset_path=os.fspath(path), dataset_only=True, cur_env=env)
     except _LOADER_ERRORS as e:
         raise DatasetError(f"OGBench could not load the dataset ({type(e).__name__}: {e}): {path}") from e
     _check_loaded(train, path, "train")
