@@ -263,6 +263,13 @@ class TensorRTBackend(Backend):
         missing = set(manifest.input_names + manifest.output_names) - set(names)
         if missing:
             raise EngineError(f"{plan_path} lacks tensors {sorted(missing)} required by the manifest")
+        not_fp32 = [n for n in manifest.input_names + manifest.output_names
+                    if self.engine.get_tensor_dtype(n) != trt.float32]
+        if not_fp32:
+            raise EngineError(
+                f"{plan_path}: tensors {not_fp32} are not float32; build the plan without "
+                "--inputIOFormats/--outputIOFormats (the engine contract has float32 I/O)"
+            )
         self._current: tuple[int, int, int] | None = None
 
     def _check(self, result: Any) -> Any:
@@ -310,7 +317,7 @@ class TensorRTBackend(Backend):
         dev = bufs.state["device"]
         for name, arr in bufs.inputs.items():
             self._check(cudart.cudaMemcpyAsync(dev[name], arr.ctypes.data, arr.nbytes, h2d, self.stream))
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         for name, arr in bufs.outputs.items():
             self._check(cudart.cudaMemcpyAsync(arr.ctypes.data, dev[name], arr.nbytes, d2h, self.stream))
