@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from evor_edge.runtime import EvorPolicy
@@ -32,7 +33,8 @@ def _fixture_engine(directory: Path) -> Path:
 
 
 def soak(engine_dir: Path, ticks: int, warmup: int, num_candidates: int | None, num_rtg: int | None,
-         batch: int, backend: str) -> dict:
+         batch: int, backend: str) -> dict[str, Any]:
+    """Run ``ticks`` policy calls after ``warmup`` and report RSS growth, latency and overhead."""
     policy = EvorPolicy.load(engine_dir, backend=backend, num_candidates=num_candidates, num_rtg=num_rtg)
     obs = observations_from_manifest(policy.manifest, 256, np.random.default_rng(0))
     if batch > 1:
@@ -82,6 +84,7 @@ def _percentiles(values_us: np.ndarray) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: print the soak JSON; exit 1 when RSS grew beyond the bound."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -83,6 +83,7 @@ def _stats_ms(values: list[float]) -> dict[str, float | None]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the controller process, run the episodes in real time, return the summary."""
     env = make_env(args.task)
     settings = {k: v for k, v in {
         "backend": args.backend, "num_candidates": args.num_candidates, "num_rtg": args.num_rtg,
@@ -182,6 +183,7 @@ def _loop(env: Any, conn: Any, info: dict[str, Any], args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: print the JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("engine_dir", help="engine directory (engine.onnx + manifest.json)")
     parser.add_argument("--task", default="pointmaze-medium-navigate-singletask-task1-v0",

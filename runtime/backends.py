@@ -139,6 +139,7 @@ class Backend:
             self._release(old)
 
     def describe(self) -> dict[str, Any]:
+        """JSON-able description of the backend (for bench reports)."""
         return {"backend": self.name}
 
 
@@ -209,10 +210,12 @@ class OnnxRuntimeBackend(Backend):
         bufs.state = (binding, values)
 
     def run(self, bufs: IOBuffers) -> None:
+        """Run the engine on ``bufs.inputs``, writing ``bufs.outputs`` in place."""
         binding = bufs.state[0]
         self.session.run_with_iobinding(binding)
 
     def describe(self) -> dict[str, Any]:
+        """JSON-able description of the backend (for bench reports)."""
         return {"backend": self.name, "providers": list(self.providers),
                 "intra_op_threads": self.intra_op_threads}
 
@@ -323,6 +326,7 @@ class TensorRTBackend(Backend):
             self._check(cudart.cudaMemcpyAsync(arr.ctypes.data, dev[name], arr.nbytes, d2h, self.stream))
 
     def run(self, bufs: IOBuffers) -> None:
+        """Run the engine on ``bufs.inputs``, writing ``bufs.outputs`` in place."""
         cudart = self._cudart
         if self._current != bufs.shape:
             self._activate(bufs)
@@ -361,6 +365,7 @@ class TensorRTBackend(Backend):
         bufs.state = None
 
     def describe(self) -> dict[str, Any]:
+        """JSON-able description of the backend (for bench reports)."""
         return {"backend": self.name, "cuda_graph": self.cuda_graph, "verified": False}
 
 

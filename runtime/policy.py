@@ -278,6 +278,7 @@ class EvorPolicy:
 
     @property
     def backend_name(self) -> str:
+        """"onnxruntime" or "tensorrt"."""
         return self.backend.name
 
     def describe(self) -> dict[str, Any]:
