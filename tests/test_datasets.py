@@ -21,8 +21,12 @@ from evor_edge.datasets import (  # noqa: E402
     val_path_for,
 )
 
-# gymnasium warns about float64 bounds cast to float32 when the manipspace envs are built.
-pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered by casting:UserWarning")
+# Building the manipspace envs warns about float64 bounds cast to float32 (gymnasium) and a
+# missing X display (glfw, imported for rendering); neither matters here.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*precision lowered by casting:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*DISPLAY environment variable"),
+]
 
 DATASET = "pointmaze-medium-navigate-v0"
 TASK1 = "pointmaze-medium-navigate-singletask-task1-v0"
