@@ -87,14 +87,14 @@ def data() -> None:
               help="Train episodes (OGBench's official size is 1000; validation gets a tenth).")
 @click.option("--max-episode-steps", default=1001, show_default=True, type=click.IntRange(min=2),
               help="Steps per episode (OGBench's recipe: 1001).")
-@click.option("--noise", default=0.2, show_default=True, type=click.FloatRange(min=0.0),
-              help="Std of the Gaussian action noise added to the expert.")
+@click.option("--noise", default=None, type=click.FloatRange(min=0.0),
+              help="Std of the expert's Gaussian action noise (default: OGBench's, 0.2 mazes / 0.1 cube).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--expert-eval-episodes", default=2, show_default=True, type=click.IntRange(min=0),
               help="Episodes per evaluation task to measure the noisy expert's success (0 skips).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
-def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int, noise: float, seed: int,
+def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int, noise: float | None, seed: int,
                   expert_eval_episodes: int, as_json: bool) -> None:
     """Generate DATASET (an OGBench dataset name, e.g. pointmaze-medium-navigate-v0) locally.
 
@@ -106,7 +106,7 @@ def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int,
     report = generate_dataset(dataset, out, episodes=episodes, seed=seed, max_episode_steps=max_episode_steps,
                               noise=noise, expert_eval_episodes=expert_eval_episodes)
     emit(report, as_json, lambda r: f"wrote {r['path']} ({r['transitions']} transitions) and {r['val_path']}; "
-         f"expert success {r.get('expert_success', {}).get('mean', 'n/a')}")
+         f"expert success {(r.get('expert_success') or {}).get('mean', 'not measured')}")
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -126,11 +126,12 @@ def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int,
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly_errors
 def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: int | None,
           batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
-          resume: bool, as_json: bool) -> None:
+          resume: bool, threads: int | None, as_json: bool) -> None:
     """Train an EVOR (or QC-1) agent on TASK's offline dataset.
 
     Writes RUN/config.json, RUN/metrics.jsonl (JSON lines) and atomic safetensors checkpoints under
@@ -145,7 +146,7 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
         dataset_path = str(Path("~/.ogbench/data").expanduser() / f"{dataset_name}.npz")
     config = preset_config(preset, agent=agent, steps=steps, batch_size=batch_size, reward_model=reward_model,
                            checkpoint_every=checkpoint_every, seed=seed)
-    summary = run_training(task, dataset_path, config, out, resume=resume)
+    summary = run_training(task, dataset_path, config, out, resume=resume, threads=threads)
     emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
          f"({r['ms_per_step']} ms/step); checkpoint {r['checkpoint']}")
 

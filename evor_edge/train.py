@@ -81,6 +81,7 @@ def train(
     progress: bool = True,
     dataset: tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train `config.agent` on `task`'s dataset into run directory `out`; return a summary dict.
 
@@ -99,7 +100,7 @@ def train(
         raise RunError(f"run directory {run_dir} already exists and is not empty; pass --resume or another --out")
 
     env, train_data, _val = dataset if dataset is not None else load_task_dataset(task, dataset_path)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
 
     generator = torch.Generator().manual_seed(config.seed)
     start_step = 0
