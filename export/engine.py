@@ -1,0 +1,342 @@
+"""`export_engine`: checkpoint -> ENGINE_DIR (engine.onnx, manifest.json, build_trt.sh), atomically.
+
+The engine is the whole of Algorithm 2 except the final selection, with Algorithm 3's Euler loop and the
+reward-to-go flow's Euler loop unrolled (see `evor_edge.export.graph`). Every exported graph is validated
+(`validate_engine`) and checked against the torch module it came from with onnxruntime before the
+directory appears; on any failure nothing is left at ENGINE_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha256_file
+from onnx import numpy_helper
+from tqdm import tqdm
+
+from evor_edge import __version__
+from evor_edge.agents import BaseAgent
+from evor_edge.checkpoint import CheckpointError, load_checkpoint
+
+from .errors import EngineValidationError, ExportError
+from .flops import engine_flops
+from .graph import DYNAMIC_AXES_NAMES, INPUTS, OUTPUTS, agent_kind, build_engine_module, example_inputs
+from .trt import BUILD_SCRIPT, build_script, default_profile, recipe
+from .validate import MAX_OPSET, contract_io, validate_engine
+
+MIN_OPSET = 13  # below 17 LayerNormalization is decomposed (ReduceMean/Sub/Pow/Sqrt/Div) by the exporter
+SELF_CHECK_TOLERANCE = 1e-4  # max |engine - torch| / (1 + max |torch|) on the export self-check
+
+
+def _dynamic_axes(kind: str) -> dict[str, dict[int, str]]:
+    batch, cand, rtg = DYNAMIC_AXES_NAMES
+    axes: dict[str, dict[int, str]] = {
+        "obs": {0: batch}, "action_noise": {0: batch, 1: cand}, "actions": {0: batch, 1: cand},
+    }
+    if kind == "evor":
+        axes["rtg_noise"] = {0: batch, 1: cand, 2: rtg}
+        axes["returns"] = {0: batch, 1: cand, 2: rtg}
+    else:
+        axes["q"] = {0: batch, 1: cand}
+    return axes
+
+
+def finalize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make constants initializers and drop Identity aliases of initializers (in place; returned).
+
+    The TorchScript exporter inlines non-persistent buffers (the split first-layer weights, per-step
+    bias constants) as Constant nodes and aliases equal initializers through Identity nodes. As
+    initializers they are what quantisation tools (calibration step) and TensorRT's weight handling
+    recognise as weights; the computation is unchanged.
+    """
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    keep: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    alias: dict[str, str] = {}
+    init_names = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value" \
+                and node.output[0] not in outputs:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            new_inits.append(tensor)
+            init_names.add(tensor.name)
+            continue
+        if node.op_type == "Identity" and node.input[0] in init_names and node.output[0] not in outputs:
+            alias[node.output[0]] = node.input[0]
+            continue
+        keep.append(node)
+    # one copy per distinct constant (the exporter repeats e.g. dt and per-step constants per use)
+    inits: list[onnx.TensorProto] = []
+    seen: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    for tensor in [*graph.initializer, *new_inits]:
+        array = numpy_helper.to_array(tensor)
+        key = (tensor.data_type, tuple(tensor.dims), array.tobytes())
+        if key in seen:
+            alias[tensor.name] = seen[key]
+        else:
+            seen[key] = tensor.name
+            inits.append(tensor)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            while name in alias:
+                name = alias[name]
+            node.input[i] = name
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    kept = {t.name for t in inits}
+    inputs = [v for v in graph.input if v.name not in alias or v.name in kept]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return model
+
+
+def write_onnx(module: torch.nn.Module, path: Path, kind: str, obs_dim: int, act_dim: int, opset: int) -> None:
+    """Trace `module` and write it as ONNX (TorchScript exporter, constant folding, dynamic B / N_pi / N).
+
+    The TorchScript exporter (dynamo=False) is used on purpose: the unrolled loops trace to a straight
+    graph of plain ops with symbolic dims and no shape-guard subgraphs, and it needs no onnxscript.
+    """
+    args = example_inputs(kind, obs_dim, act_dim)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+            input_names=list(INPUTS[kind]), output_names=list(OUTPUTS[kind]),
+            dynamic_axes=_dynamic_axes(kind), export_params=True,
+        )
+    model = finalize_graph(onnx.load(str(path)))
+    model.doc_string = f"evor-edge {kind} engine (Algorithms 2-3, Euler loops unrolled)"
+    model.producer_name, model.producer_version = "evor-edge", __version__
+    path.write_bytes(model.SerializeToString())
+
+
+def self_check(module: torch.nn.Module, path: Path, kind: str, obs: torch.Tensor,
+               shapes: tuple[int, int, int] = (3, 5, 7), seed: int = 1) -> dict[str, float]:
+    """Run the written engine in onnxruntime (CPU) and the torch module on the same inputs.
+
+    Returns the max abs error per output and raises ExportError when the scaled error exceeds
+    SELF_CHECK_TOLERANCE. Shapes differ from the trace's, so this also exercises the dynamic axes.
+    """
+    import onnxruntime as ort
+
+    batch, n_pi, n = shapes
+    gen = torch.Generator().manual_seed(seed)
+    obs_b = obs[torch.randint(0, obs.shape[0], (batch,), generator=gen)]
+    inputs = [obs_b, torch.randn((batch, n_pi, module.act_dim), generator=gen)]
+    if kind == "evor":
+        inputs.append(torch.randn((batch, n_pi, n), generator=gen))
+    with torch.no_grad():
+        expected = module(*inputs)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    got = session.run(list(OUTPUTS[kind]), {k: v.numpy() for k, v in zip(INPUTS[kind], inputs, strict=True)})
+    report: dict[str, float] = {}
+    for name, want, have in zip(OUTPUTS[kind], expected, got, strict=True):
+        want_np = want.numpy()
+        if have.shape != want_np.shape:
+            raise ExportError(f"engine output {name!r} has shape {have.shape}, expected {want_np.shape}")
+        err = float(np.max(np.abs(have - want_np)))
+        scale = 1.0 + float(np.max(np.abs(want_np)))
+        if not np.isfinite(err) or err / scale > SELF_CHECK_TOLERANCE:
+            raise ExportError(f"engine self-check failed: onnxruntime and torch differ by {err:.3g} on {name!r}")
+        report[f"max_abs_err_{name}"] = err
+    return report
+
+
+def _check_obs_samples(agent: BaseAgent, num: int = 16, seed: int = 0) -> torch.Tensor:
+    """Observations at the data's scale (normaliser mean / std) for the self-check."""
+    spec = agent.spec
+    gen = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(spec.obs_norm.mean, dtype=torch.float32)
+    std = torch.tensor(spec.obs_norm.std, dtype=torch.float32)
+    return mean + std * torch.randn((num, spec.obs_dim), generator=gen)
+
+
+def build_manifest(
+    agent: BaseAgent, kind: str, euler_steps: int, engine_sha256: str, meta: dict[str, Any],
+    source: dict[str, Any], extra: dict[str, Any],
+) -> Manifest:
+    """Fill the runtime's Manifest from a loaded agent and its checkpoint metadata."""
+    spec, cfg = agent.spec, agent.config
+    task = (meta.get("extra") or {}).get("task") if isinstance(meta.get("extra"), dict) else None
+    flops = engine_flops(kind, spec.obs_dim, spec.act_dim, cfg.hidden_dims, euler_steps, cfg.qc_ensemble)
+    return Manifest(
+        kind=kind,
+        obs_dim=int(spec.obs_dim),
+        act_dim=int(spec.act_dim),
+        action_low=[float(x) for x in spec.action_low],
+        action_high=[float(x) for x in spec.action_high],
+        euler_steps=int(euler_steps),
+        discount=float(cfg.discount),
+        engine_sha256=engine_sha256,
+        precision="fp32",
+        default_num_candidates=int(cfg.num_candidates),
+        default_num_rtg=int(cfg.num_rtg_eval) if kind == "evor" else 1,
+        default_tau_r=float(cfg.tau_r),
+        default_tau_q=float(cfg.tau_q),
+        obs_mean=[float(x) for x in spec.obs_norm.mean],
+        obs_std=[float(x) for x in spec.obs_norm.std],
+        env=str(task) if task else "",
+        source_checkpoint=source,
+        training_config=cfg.to_dict(),
+        flops=flops,
+        extra=extra,
+        tool_version=__version__,
+    )
+
+
+def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        os.rename(tmp, out)  # atomic on one filesystem; tmp is a sibling of out
+        return
+    if not overwrite:
+        raise ExportError(f"{out} already exists (pass overwrite=True / choose another --out)")
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(backup)
+    os.rename(out, backup)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def export_engine(
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    euler_steps: int | None = None,
+    opset: int = 17,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a checkpoint to ENGINE_DIR = out_dir and return a JSON-able report.
+
+    ENGINE_DIR holds engine.onnx (Algorithm 2 without the selection; Algorithm 3's and the reward-to-go
+    flow's Euler loops unrolled, M = euler_steps or the training config's), manifest.json
+    (`evor_edge.runtime.manifest.Manifest`) and build_trt.sh (the trtexec recipe for the target).
+    The directory is assembled next to out_dir and renamed into place; on any failure no out_dir
+    appears. Raises ExportError (one line) for bad arguments, unreadable checkpoints, an existing
+    out_dir without overwrite, or an engine that fails validation or the onnxruntime self-check.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    if euler_steps is not None and int(euler_steps) < 1:
+        raise ExportError(f"--euler-steps must be >= 1, got {euler_steps}")
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (TensorRT 10 parses these)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists (pass overwrite=True / choose another --out)")
+
+    bar = tqdm(total=5, desc="export", unit="step", disable=not progress, leave=False)
+    try:
+        bar.set_postfix_str("load checkpoint")
+        try:
+            loaded = load_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            raise ExportError(f"cannot export: {exc}") from None
+        agent = loaded.agent.eval()
+        try:
+            kind = agent_kind(agent)
+        except TypeError as exc:
+            raise ExportError(str(exc)) from None
+        steps = int(agent.config.euler_steps if euler_steps is None else euler_steps)
+        spec = agent.spec
+        bar.update()
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+        tmp.chmod(0o755)  # mkdtemp makes 0700; the engine directory is an ordinary shared artefact
+        try:
+            bar.set_postfix_str("trace + write ONNX")
+            module = build_engine_module(agent, steps)
+            engine_path = tmp / ENGINE_FILE
+            t0 = time.perf_counter()
+            try:
+                write_onnx(module, engine_path, kind, spec.obs_dim, spec.act_dim, int(opset))
+            except Exception as exc:  # noqa: BLE001 - exporter failures surface as one line
+                raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from None
+            onnx_seconds = time.perf_counter() - t0
+            bar.update()
+
+            bar.set_postfix_str("validate")
+            validation = validate_engine(engine_path, kind, spec.obs_dim, spec.act_dim, max_opset=MAX_OPSET)
+            bar.update()
+
+            bar.set_postfix_str("onnxruntime self-check")
+            check = self_check(module, engine_path, kind, _check_obs_samples(agent))
+            bar.update()
+
+            bar.set_postfix_str("manifest + TensorRT recipe")
+            exp_in, exp_out = contract_io(kind, spec.obs_dim, spec.act_dim)
+            source = {"path": str(Path(loaded.path).resolve()), "step": int(loaded.step), "sha256": loaded.sha256}
+            extra: dict[str, Any] = {
+                "opset": int(opset),
+                "ir_version": validation["ir_version"],
+                "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
+                "inputs": {k: list(v) for k, v in exp_in.items()},
+                "outputs": {k: list(v) for k, v in exp_out.items()},
+                "op_types": validation["op_types"],
+                "num_nodes": validation["num_nodes"],
+                "hoisted": True,
+                "self_check": check,
+                "onnx_export_seconds": round(onnx_seconds, 3),
+            }
+            manifest = build_manifest(agent, kind, steps, sha256_file(engine_path), loaded.meta, source, extra)
+            manifest.extra["tensorrt"] = recipe(manifest)
+            manifest.extra["export_seconds"] = round(time.perf_counter() - started, 3)
+            (tmp / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
+            script = tmp / BUILD_SCRIPT
+            script.write_text(build_script(manifest, profile=default_profile(manifest)))
+            script.chmod(0o755)
+            for child in tmp.iterdir():  # durable before the rename makes them visible
+                with open(child, "rb") as handle:
+                    os.fsync(handle.fileno())
+            _move_into_place(tmp, out, overwrite)
+            bar.update()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except EngineValidationError as exc:
+        raise ExportError(f"exported graph is not a valid engine: {exc}") from None
+    finally:
+        bar.close()
+
+    engine_file = out / ENGINE_FILE
+    return {
+        "engine_dir": str(out),
+        "engine": str(engine_file),
+        "kind": kind,
+        "euler_steps": steps,
+        "opset": int(opset),
+        "engine_bytes": engine_file.stat().st_size,
+        "engine_sha256": manifest.engine_sha256,
+        "export_seconds": manifest.extra["export_seconds"],
+        "source_checkpoint": source,
+        "flops": manifest.flops,
+        "self_check": check,
+        "op_types": validation["op_types"],
+        "build_trt": str(out / BUILD_SCRIPT),
+        "trtexec": manifest.extra["tensorrt"]["command"],
+        "manifest": json.loads(json.dumps(asdict(manifest))),
+    }

@@ -1,0 +1,254 @@
+r"""Export-only torch modules: the whole inference of Algorithm 2 (minus the selection) as one graph.
+
+What the engine computes (kind "evor"), for inputs obs [B, obs_dim], action_noise [B, N_pi, act_dim],
+rtg_noise [B, N_pi, N]:
+
+    x_n     = (obs - mean) / std                                   observation normalisation
+    a^0     = action_noise;  a^{m+1} = a^m + v_phi(a^m, m/M | x_n) / M,   m = 0..M-1    (Algorithm 3)
+    actions = clip(a^M, low, high)                                 [B, N_pi, act_dim]
+    z^0     = rtg_noise;     z^{m+1} = z^m + s_theta(z^m | x_n, a_i, m/M) / M             (Algorithm 2,
+    returns = denormalize(z^M)                                     [B, N_pi, N]           inner loop)
+
+Kind "qc" (QC-1 baseline): outputs actions and q [B, N_pi] = aggregate_k Q_k(x_n, a_i), denormalised.
+
+Both Euler loops are unrolled at trace time (M fixed at export, t = m/M a Python constant), so the
+graph has no Loop/If/Scan. Loop-invariant work is hoisted out of the unrolled loops by splitting the
+first Linear layer of each network by input columns (networks see a plain concatenation):
+
+    actor   W [obs | act | t]:        h_x = W_obs x_n + b                once per observation
+                                      pre_m = W_act a^m + (h_x + W_t t_m)     per step, per candidate
+    critic  W [obs | act | z | t]:    g_i = W_obs x_n + b + W_act a_i    once per candidate
+                                      pre_m = z^m * w_z + (g_i + W_t t_m)     per step, per sample
+    Q       W [obs | act]:            h_x = W_obs x_n + b                once per observation
+
+W_t t_m is a constant vector per step (folded at export); the critic's z column is rank 1, an
+elementwise Mul instead of a MatMul. Everything else is the networks' own layers (exact GELU, which the
+TorchScript exporter writes as Erf at opset 17; LayerNormalization on value networks). The Euler state
+stays float32 and every intermediate keeps the [B, N_pi(, N), hidden] layout, so the big matrix products
+are single MatMuls against 2-D weights (ORT and TensorRT flatten the leading dims into the GEMM's M).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evor_edge.agents import BaseAgent, EvorAgent, QCAgent
+from evor_edge.networks import MLP
+
+INPUTS = {"evor": ("obs", "action_noise", "rtg_noise"), "qc": ("obs", "action_noise")}
+OUTPUTS = {"evor": ("actions", "returns"), "qc": ("actions", "q")}
+DYNAMIC_AXES_NAMES = ("batch", "num_candidates", "num_rtg")
+
+
+def agent_kind(agent: BaseAgent) -> str:
+    """"evor" or "qc" for a loaded agent (TypeError for anything else)."""
+    if isinstance(agent, EvorAgent):
+        return "evor"
+    if isinstance(agent, QCAgent):
+        return "qc"
+    raise TypeError(f"unsupported agent {type(agent).__name__}")
+
+
+def _const(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone().to(torch.float32).contiguous()
+
+
+class _Tail(nn.Module):
+    """Layers after the first Linear of an `MLP`: GELU (-> LayerNorm) (-> Linear -> GELU (-> LN))... -> head.
+
+    Weights are stored pre-transposed ([in, out]) so every layer exports as MatMul + Add on 2-D weights.
+    """
+
+    def __init__(self, mlp: MLP):
+        super().__init__()
+        layers = list(mlp.net)
+        self.layer_norm = bool(mlp.layer_norm)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.ln_weights = nn.ParameterList()
+        self.ln_biases = nn.ParameterList()
+        self.ln_eps: list[float] = []
+        self.ln_shapes: list[tuple[int, ...]] = []  # Python ints: no Shape/Gather in the traced graph
+        # layers = [Linear, GELU, (LN), Linear, GELU, (LN), ..., Linear]; skip the first Linear.
+        for layer in layers[1:]:
+            if isinstance(layer, nn.Linear):
+                self.weights.append(nn.Parameter(_const(layer.weight.t()), requires_grad=False))
+                self.biases.append(nn.Parameter(_const(layer.bias), requires_grad=False))
+            elif isinstance(layer, nn.LayerNorm):
+                self.ln_weights.append(nn.Parameter(_const(layer.weight), requires_grad=False))
+                self.ln_biases.append(nn.Parameter(_const(layer.bias), requires_grad=False))
+                self.ln_eps.append(float(layer.eps))
+                self.ln_shapes.append(tuple(int(d) for d in layer.normalized_shape))
+            elif not isinstance(layer, nn.GELU) or layer.approximate != "none":
+                raise TypeError(f"cannot export MLP layer {layer!r}")
+        self.widths = [int(w.shape[0]) for w in self.weights] + [int(self.weights[-1].shape[1])]
+
+    def forward(self, pre: torch.Tensor) -> torch.Tensor:
+        """pre: the first layer's pre-activation [..., hidden_0] -> network output [..., out]."""
+        x = pre
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = F.gelu(x)
+            if self.layer_norm:
+                x = F.layer_norm(x, self.ln_shapes[i], self.ln_weights[i], self.ln_biases[i], self.ln_eps[i])
+            x = torch.matmul(x, w) + b
+        return x
+
+
+def _split_first(mlp: MLP, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Column blocks of the first Linear's weight, each transposed to [block, hidden_0]."""
+    weight = mlp.first.weight.detach()
+    if weight.shape[1] != sum(sizes):
+        raise ValueError(f"first layer takes {weight.shape[1]} inputs, expected {sum(sizes)}")
+    return [_const(block.t()) for block in torch.split(weight, list(sizes), dim=1)]
+
+
+def _buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    module.register_buffer(name, _const(value), persistent=False)
+
+
+class _ObsAndBounds(nn.Module):
+    """Observation normalisation, action box and return scaling shared by both engine kinds."""
+
+    def __init__(self, agent: BaseAgent, euler_steps: int):
+        super().__init__()
+        if euler_steps < 1:
+            raise ValueError(f"euler_steps must be >= 1, got {euler_steps}")
+        spec = agent.spec
+        self.euler_steps = int(euler_steps)
+        self.dt = 1.0 / self.euler_steps
+        # t_m = m * dt, as the torch reference (evor_edge.flow.euler_integrate) builds it in float32.
+        self.times = [float(torch.tensor(m * self.dt, dtype=torch.float32)) for m in range(self.euler_steps)]
+        self.obs_dim, self.act_dim = int(spec.obs_dim), int(spec.act_dim)
+        _buffer(self, "obs_mean", torch.tensor(spec.obs_norm.mean, dtype=torch.float64))
+        _buffer(self, "obs_std", torch.tensor(spec.obs_norm.std, dtype=torch.float64))
+        _buffer(self, "action_low", agent.action_low)
+        _buffer(self, "action_high", agent.action_high)
+        self.return_center = float(spec.returns.center)
+        self.return_half_width = float(spec.returns.half_width)
+
+        actor = agent.actor.mlp
+        w_obs, w_act, w_t = _split_first(actor, (self.obs_dim, self.act_dim, 1))
+        _buffer(self, "actor_w_obs", w_obs)
+        _buffer(self, "actor_w_act", w_act)
+        _buffer(self, "actor_b", actor.first.bias.detach())
+        for m, t in enumerate(self.times):
+            _buffer(self, f"actor_t{m}", w_t[0] * t)  # W_t * t_m: one constant per unrolled step
+        self.actor_tail = _Tail(actor)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def sample_actions(self, obs_n: torch.Tensor, action_noise: torch.Tensor) -> torch.Tensor:
+        """Algorithm 3 (forward Euler, M steps unrolled) from action_noise [B, N_pi, act]; clipped."""
+        h_x = (torch.matmul(obs_n, self.actor_w_obs) + self.actor_b).unsqueeze(1)  # [B, 1, H]
+        a = action_noise
+        for m, t in enumerate(self.times):
+            bias = h_x + getattr(self, f"actor_t{m}") if t != 0.0 else h_x  # [B, 1, H], per observation
+            v = self.actor_tail(torch.matmul(a, self.actor_w_act) + bias)
+            a = a + self.dt * v
+        return torch.maximum(torch.minimum(a, self.action_high), self.action_low)
+
+    def denormalize_returns(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.return_half_width + self.return_center
+
+
+class EvorEngine(_ObsAndBounds):
+    """(obs, action_noise, rtg_noise) -> (actions, returns): Algorithms 2-3 without the selection."""
+
+    kind = "evor"
+
+    def __init__(self, agent: EvorAgent, euler_steps: int):
+        super().__init__(agent, euler_steps)
+        critic = agent.critic.mlp
+        w_obs, w_act, w_z, w_t = _split_first(critic, (self.obs_dim, self.act_dim, 1, 1))
+        _buffer(self, "critic_w_obs", w_obs)
+        _buffer(self, "critic_w_act", w_act)
+        _buffer(self, "critic_w_z", w_z[0])  # rank-1 column: z * w_z
+        _buffer(self, "critic_b", critic.first.bias.detach())
+        for m, t in enumerate(self.times):
+            _buffer(self, f"critic_t{m}", w_t[0] * t)
+        self.critic_tail = _Tail(critic)
+
+    def sample_returns(self, obs_n: torch.Tensor, actions: torch.Tensor, rtg_noise: torch.Tensor) -> torch.Tensor:
+        """Algorithm 2's inner loop: N reward-to-go samples per candidate, M Euler steps unrolled."""
+        g_x = torch.matmul(obs_n, self.critic_w_obs) + self.critic_b  # [B, H], per observation
+        g = (torch.matmul(actions, self.critic_w_act) + g_x.unsqueeze(1)).unsqueeze(2)  # [B, N_pi, 1, H]
+        z = rtg_noise.unsqueeze(-1)  # [B, N_pi, N, 1]
+        for m, t in enumerate(self.times):
+            bias = g + getattr(self, f"critic_t{m}") if t != 0.0 else g  # per candidate
+            v = self.critic_tail(z * self.critic_w_z + bias)  # [B, N_pi, N, 1]
+            z = z + self.dt * v
+        return self.denormalize_returns(z.squeeze(-1))
+
+    def forward(
+        self, obs: torch.Tensor, action_noise: torch.Tensor, rtg_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        obs_n = self.normalize(obs)
+        actions = self.sample_actions(obs_n, action_noise)
+        return actions, self.sample_returns(obs_n, actions, rtg_noise)
+
+
+class QCEngine(_ObsAndBounds):
+    """(obs, action_noise) -> (actions, q): QC-1's candidates and their aggregated Q (Eq. 42)."""
+
+    kind = "qc"
+
+    def __init__(self, agent: QCAgent, euler_steps: int):
+        super().__init__(agent, euler_steps)
+        self.aggregate = agent.config.qc_q_agg
+        if self.aggregate not in ("min", "mean"):
+            raise ValueError(f"unsupported QC aggregation {self.aggregate!r}")
+        self.tails = nn.ModuleList()
+        self.num_heads = len(agent.critic.heads)
+        for k, head in enumerate(agent.critic.heads):
+            w_obs, w_act = _split_first(head, (self.obs_dim, self.act_dim))
+            _buffer(self, f"q{k}_w_obs", w_obs)
+            _buffer(self, f"q{k}_w_act", w_act)
+            _buffer(self, f"q{k}_b", head.first.bias.detach())
+            self.tails.append(_Tail(head))
+
+    def q_values(self, obs_n: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        q: torch.Tensor | None = None
+        for k, tail in enumerate(self.tails):
+            h_x = (torch.matmul(obs_n, getattr(self, f"q{k}_w_obs")) + getattr(self, f"q{k}_b")).unsqueeze(1)
+            q_k = tail(torch.matmul(actions, getattr(self, f"q{k}_w_act")) + h_x).squeeze(-1)  # [B, N_pi]
+            if q is None:
+                q = q_k
+            elif self.aggregate == "min":
+                q = torch.minimum(q, q_k)
+            else:
+                q = q + q_k
+        assert q is not None
+        if self.aggregate == "mean":
+            q = q / float(self.num_heads)
+        return self.denormalize_returns(q)
+
+    def forward(self, obs: torch.Tensor, action_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs_n = self.normalize(obs)
+        actions = self.sample_actions(obs_n, action_noise)
+        return actions, self.q_values(obs_n, actions)
+
+
+def build_engine_module(agent: BaseAgent, euler_steps: int | None = None) -> EvorEngine | QCEngine:
+    """The export-only module of a loaded agent; euler_steps defaults to the training config's."""
+    steps = int(agent.config.euler_steps if euler_steps is None else euler_steps)
+    kind = agent_kind(agent)
+    module = EvorEngine(agent, steps) if kind == "evor" else QCEngine(agent, steps)  # type: ignore[arg-type]
+    return module.eval()
+
+
+def example_inputs(
+    kind: str, obs_dim: int, act_dim: int, batch: int = 2, num_candidates: int = 3, num_rtg: int = 4,
+    seed: int = 0,
+) -> tuple[torch.Tensor, ...]:
+    """Random float32 inputs of the engine's shapes (distinct sizes so tracing cannot confuse axes)."""
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.randn((batch, obs_dim), generator=gen)
+    action_noise = torch.randn((batch, num_candidates, act_dim), generator=gen)
+    if kind == "qc":
+        return obs, action_noise
+    return obs, action_noise, torch.randn((batch, num_candidates, num_rtg), generator=gen)
