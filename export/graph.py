@@ -24,8 +24,9 @@ first Linear layer of each network by input columns (networks see a plain concat
 W_t t_m is a constant vector per step (folded at export); the critic's z column is rank 1, an
 elementwise Mul instead of a MatMul. Everything else is the networks' own layers (exact GELU, which the
 TorchScript exporter writes as Erf at opset 17; LayerNormalization on value networks). The Euler state
-stays float32 and every intermediate keeps the [B, N_pi(, N), hidden] layout, so the big matrix products
-are single MatMuls against 2-D weights (ORT and TensorRT flatten the leading dims into the GEMM's M).
+stays float32. The first layer's pre-activation is formed by broadcasting in the [B, N_pi(, N), hidden]
+layout; the rest of each network runs on rows flattened to 2-D [B*N_pi(*N), hidden] (one Gemm per layer)
+and the velocity is reshaped back to the Euler state's shape.
 """
 
 from __future__ import annotations
@@ -87,15 +88,21 @@ class _Tail(nn.Module):
                 raise TypeError(f"cannot export MLP layer {layer!r}")
         self.widths = [int(w.shape[0]) for w in self.weights] + [int(self.weights[-1].shape[1])]
 
-    def forward(self, pre: torch.Tensor) -> torch.Tensor:
-        """pre: the first layer's pre-activation [..., hidden_0] -> network output [..., out]."""
-        x = pre
+    def forward(self, pre: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        """pre: the first layer's pre-activation [..., hidden_0] -> network output [..., out].
+
+        With `like` (a tensor of the output's shape) the rows are flattened to 2-D first, so each layer
+        is one Gemm (bias fused) on [rows, width], and the result is reshaped to like's shape; measured
+        ~4% faster in onnxruntime than N-D MatMul + Add at the paper config. The flattening reshape has
+        a constant target [-1, width]; only the final reshape reads a (cheap) Shape.
+        """
+        x = pre.reshape(-1, self.widths[0]) if like is not None else pre
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = F.gelu(x)
             if self.layer_norm:
                 x = F.layer_norm(x, self.ln_shapes[i], self.ln_weights[i], self.ln_biases[i], self.ln_eps[i])
-            x = torch.matmul(x, w) + b
-        return x
+            x = torch.addmm(b, x, w) if like is not None else torch.matmul(x, w) + b
+        return x.reshape_as(like) if like is not None else x
 
 
 def _split_first(mlp: MLP, sizes: Sequence[int]) -> list[torch.Tensor]:
@@ -148,7 +155,7 @@ class _ObsAndBounds(nn.Module):
         a = action_noise
         for m, t in enumerate(self.times):
             bias = h_x + getattr(self, f"actor_t{m}") if t != 0.0 else h_x  # [B, 1, H], per observation
-            v = self.actor_tail(torch.matmul(a, self.actor_w_act) + bias)
+            v = self.actor_tail(torch.matmul(a, self.actor_w_act) + bias, a)
             a = a + self.dt * v
         return torch.maximum(torch.minimum(a, self.action_high), self.action_low)
 
@@ -180,7 +187,7 @@ class EvorEngine(_ObsAndBounds):
         z = rtg_noise.unsqueeze(-1)  # [B, N_pi, N, 1]
         for m, t in enumerate(self.times):
             bias = g + getattr(self, f"critic_t{m}") if t != 0.0 else g  # per candidate
-            v = self.critic_tail(z * self.critic_w_z + bias)  # [B, N_pi, N, 1]
+            v = self.critic_tail(z * self.critic_w_z + bias, z)  # [B, N_pi, N, 1]
             z = z + self.dt * v
         return self.denormalize_returns(z.squeeze(-1))
 
