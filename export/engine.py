@@ -8,13 +8,11 @@ directory appears; on any failure nothing is left at ENGINE_DIR.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +206,7 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
         os.rename(tmp, out)  # atomic on one filesystem; tmp is a sibling of out
         return
     if not overwrite:
-        raise ExportError(f"{out} already exists (pass overwrite=True / choose another --out)")
+        raise ExportError(f"{out} already exists (use --overwrite / overwrite=True to replace it)")
     backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     os.rmdir(backup)
     os.rename(out, backup)
@@ -246,7 +244,7 @@ def export_engine(
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} already exists (pass overwrite=True / choose another --out)")
+        raise ExportError(f"{out} already exists (use --overwrite / overwrite=True to replace it)")
 
     bar = tqdm(total=5, desc="export", unit="step", disable=not progress, leave=False)
     try:
@@ -325,18 +323,20 @@ def export_engine(
     engine_file = out / ENGINE_FILE
     return {
         "engine_dir": str(out),
-        "engine": str(engine_file),
         "kind": kind,
         "euler_steps": steps,
-        "opset": int(opset),
         "engine_bytes": engine_file.stat().st_size,
-        "engine_sha256": manifest.engine_sha256,
         "export_seconds": manifest.extra["export_seconds"],
+        "engine": str(engine_file),
+        "manifest": str(out / MANIFEST_FILE),
+        "build_trt": str(out / BUILD_SCRIPT),
+        "opset": int(opset),
+        "engine_sha256": manifest.engine_sha256,
+        "obs_dim": manifest.obs_dim,
+        "act_dim": manifest.act_dim,
         "source_checkpoint": source,
         "flops": manifest.flops,
         "self_check": check,
         "op_types": validation["op_types"],
-        "build_trt": str(out / BUILD_SCRIPT),
         "trtexec": manifest.extra["tensorrt"]["command"],
-        "manifest": json.loads(json.dumps(asdict(manifest))),
     }
