@@ -53,6 +53,24 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    """FIELD=VALUE pairs for TrainConfig, typed by the field's default (tuples as comma lists)."""
+    from evor_edge.config import TrainConfig
+
+    defaults = TrainConfig()
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not hasattr(defaults, name) or name in ("agent", "preset", "extra"):
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a training config field")
+        kind = type(getattr(defaults, name))
+        try:
+            out[name] = tuple(int(x) for x in raw.split(",")) if kind is tuple else kind(raw)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {raw!r} is not a valid {kind.__name__}") from None
+    return out
+
+
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else human(result))
 
@@ -127,11 +145,13 @@ def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int,
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads (default: all cores).")
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override any TrainConfig field, e.g. --set target_ema=0.02 --set hidden_dims=256,256 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly_errors
 def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: int | None,
           batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
-          resume: bool, threads: int | None, as_json: bool) -> None:
+          resume: bool, threads: int | None, overrides: tuple[str, ...], as_json: bool) -> None:
     """Train an EVOR (or QC-1) agent on TASK's offline dataset.
 
     Writes RUN/config.json, RUN/metrics.jsonl (JSON lines) and atomic safetensors checkpoints under
@@ -145,7 +165,7 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
     if dataset_path is None:
         dataset_path = str(Path("~/.ogbench/data").expanduser() / f"{dataset_name}.npz")
     config = preset_config(preset, agent=agent, steps=steps, batch_size=batch_size, reward_model=reward_model,
-                           checkpoint_every=checkpoint_every, seed=seed)
+                           checkpoint_every=checkpoint_every, seed=seed, **parse_overrides(overrides))
     summary = run_training(task, dataset_path, config, out, resume=resume, threads=threads)
     emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
          f"({r['ms_per_step']} ms/step); checkpoint {r['checkpoint']}")
