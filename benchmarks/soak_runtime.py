@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.bench import observations_from_manifest, resident_memory_mb
 

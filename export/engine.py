@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha256_file
 from onnx import numpy_helper
 from tqdm import tqdm
 
 from evor_edge import __version__
 from evor_edge.agents import BaseAgent
 from evor_edge.checkpoint import CheckpointError, load_checkpoint
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha256_file
 
 from .errors import EngineValidationError, ExportError
 from .flops import engine_flops

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha256_file
 from onnx import TensorProto, helper, numpy_helper
+
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha256_file
 
 OPSET = 17
 NOISE_SCALE = 0.5

@@ -12,6 +12,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper
+
+from evor_edge.agents import AgentSpec, BaseAgent, make_agent
+from evor_edge.checkpoint import save_checkpoint
+from evor_edge.config import preset_config
 from evor_edge.export import (
     EngineValidationError,
     ExportError,
@@ -20,14 +25,9 @@ from evor_edge.export import (
     trtexec_command,
     validate_engine,
 )
-from evor_edge.runtime.manifest import load_manifest, sha256_file
-from onnx import TensorProto, helper
-
-from evor_edge.agents import AgentSpec, BaseAgent, make_agent
-from evor_edge.checkpoint import save_checkpoint
-from evor_edge.config import preset_config
 from evor_edge.inference import candidates_and_values
 from evor_edge.normalization import ObsNormalizer, ReturnScaler
+from evor_edge.runtime.manifest import load_manifest, sha256_file
 
 OBS_DIM, ACT_DIM = 4, 2
 OBS_MEAN = (3.0, -2.0, 10.0, 0.5)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_fixtures import FLOPS, write_engine
+
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.bench import (
     fit,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_fixtures import fixture_forward, write_engine
+
 from evor_edge.runtime import (
     EngineError,
     EngineOutputError,

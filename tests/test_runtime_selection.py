@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from evor_edge.runtime.selection import SelectionScratch, q_star, select, softmax_probs
 
 
