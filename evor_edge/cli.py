@@ -180,45 +180,73 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
 @click.option("--num-rtg", type=click.IntRange(min=1), help="N reward-to-go samples (EVOR).")
 @click.option("--tau-r", type=click.FloatRange(min=0.0, min_open=True), help="tau_R of Q* (EVOR).")
 @click.option("--tau-q", type=click.FloatRange(min=0.0), help="tau_Q of the softmax (0 = argmax).")
+@click.option("--sweep", "sweep_spec", metavar="KNOB=V1,V2,...",
+              help="Evaluate at each value of one runtime knob (num_candidates, num_rtg, tau_r, tau_q).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="With --sweep: success vs value PNG.")
 @click.option("--parallel", default=25, show_default=True, type=click.IntRange(min=1),
               help="Environments stepped together (one policy call per tick for all).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed SEED+i.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
 def eval_command(source: str, task: str, episodes: int, num_candidates: int | None, num_rtg: int | None,
-                 tau_r: float | None, tau_q: float | None, parallel: int, seed: int, as_json: bool) -> None:
+                 tau_r: float | None, tau_q: float | None, sweep_spec: str | None, plot_path: str | None,
+                 parallel: int, seed: int, as_json: bool) -> None:
     """Closed-loop success of SOURCE (a checkpoint / run dir, or an ENGINE_DIR) on TASK.
 
-    A checkpoint runs the torch reference policy; an engine directory runs through EvorPolicy,
-    exactly what the robot runs.
+    An engine directory runs through EvorPolicy, exactly what the robot runs; a checkpoint runs the
+    torch reference. OGBench protocol: success rate over --episodes episodes with recorded seeds.
     """
     from evor_edge.datasets import make_env
     from evor_edge.evaluation import evaluate
+    from evor_edge.sweep import parse_sweep, plot_sweep
 
+    sweep = parse_sweep(sweep_spec) if sweep_spec else None
+    if plot_path and not sweep:
+        raise ValueError("--plot needs --sweep")
     env = make_env(task)
-    obs_dim, act_dim = env.observation_space.shape[-1], env.action_space.shape[-1]
+    env_dims = (env.observation_space.shape[-1], env.action_space.shape[-1])
     env.close()
+    knobs = {"num_candidates": num_candidates, "num_rtg": num_rtg, "tau_r": tau_r, "tau_q": tau_q}
+    policy_factory, dims, kind = _policy_factory(source, seed)
+    if dims != env_dims:
+        raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {env_dims}")
+    values = sweep[1] if sweep else [None]
+    runs = []
+    for value in values:
+        settings = dict(knobs, **({sweep[0]: value} if sweep else {}))
+        result = evaluate(policy_factory(**settings), task, episodes=episodes, seed=seed, parallel=parallel)
+        result.update({"value": value, "settings": settings})
+        runs.append(result)
+        if sweep:
+            click.echo(f"{sweep[0]}={value}: success {100 * result['success_rate']:.1f}%", err=True)
+    if not sweep:
+        result = runs[0]
+        result.update({"source": source, "source_kind": kind})
+        emit(result, as_json, lambda r: f"{task}: success {100 * r['success_rate']:.1f}% over {r['episodes']} "
+             f"episodes ({r['seconds']} s)")
+        return
+    report = {"source": source, "source_kind": kind, "task": task, "episodes": episodes, "seed": seed,
+              "sweep": sweep[0], "results": runs}
+    if plot_path:
+        report["plot"] = plot_sweep(sweep[0], runs, plot_path, f"{Path(source).name} on {task}")
+    emit(report, as_json, lambda r: "\n".join(f"{r['sweep']}={x['value']}: {100 * x['success_rate']:.1f}%"
+                                               for x in r["results"]))
+
+
+def _policy_factory(source: str, seed: int) -> tuple[Callable[..., Any], tuple[int, int], str]:
+    """A function building a fresh policy for given knobs, the (obs, act) dims and the source kind."""
     if (Path(source) / "manifest.json").is_file():
         from evor_edge.runtime import EvorPolicy
+        from evor_edge.runtime.manifest import load_manifest
 
-        policy: Any = EvorPolicy.load(source, num_candidates=num_candidates, num_rtg=num_rtg, tau_r=tau_r,
-                                      tau_q=tau_q, seed=seed)
-        dims = (policy.obs_dim, policy.act_dim)
-        kind = "engine"
-    else:
-        from evor_edge.checkpoint import load_checkpoint
-        from evor_edge.inference import TorchPolicy
+        manifest = load_manifest(source)
+        return (lambda **k: EvorPolicy.load(source, seed=seed, **k)), (manifest.obs_dim, manifest.act_dim), "engine"
+    from evor_edge.checkpoint import load_checkpoint
+    from evor_edge.inference import TorchPolicy
 
-        loaded = load_checkpoint(source)
-        policy = TorchPolicy(loaded.agent, num_candidates, num_rtg, tau_r, tau_q, seed=seed)
-        dims = (loaded.agent.spec.obs_dim, loaded.agent.spec.act_dim)
-        kind = "checkpoint"
-    if dims != (obs_dim, act_dim):
-        raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {(obs_dim, act_dim)}")
-    result = evaluate(policy, task, episodes=episodes, seed=seed, parallel=parallel)
-    result.update({"source": source, "source_kind": kind})
-    emit(result, as_json, lambda r: f"{task}: success {100 * r['success_rate']:.1f}% over {r['episodes']} "
-         f"episodes ({r['seconds']} s)")
+    loaded = load_checkpoint(source)
+    spec = loaded.agent.spec
+    return (lambda **k: TorchPolicy(loaded.agent, seed=seed, **k)), (spec.obs_dim, spec.act_dim), "checkpoint"
 
 
 # ------------------------------------------------------------------------------------------- export
