@@ -1,0 +1,277 @@
+"""`calibrate_engine`: FP32 ENGINE_DIR -> FP16 / INT8 ENGINE_DIR with a parity report, atomically.
+
+The new directory holds what an exported one holds (engine.onnx, manifest.json with ``precision`` set
+and a fresh ``engine_sha256``, build_trt.sh with the matching precision flags) plus parity.json and
+parity.md. It is assembled in a temporary sibling directory and renamed into place at the end; on any
+failure (or Ctrl-C) nothing is left at the output path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+from tqdm import tqdm
+
+from evor_edge import __version__
+from evor_edge.export.errors import EngineValidationError
+from evor_edge.export.trt import BUILD_SCRIPT, build_script, default_profile, recipe
+from evor_edge.export.validate import validate_engine
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, EngineError, Manifest, load_manifest, sha256_file
+
+from .data import engine_feeds, split_observations
+from .errors import CalibrationError
+from .fp16 import convert_fp16
+from .graph import hidden_widths, state_precision_violations
+from .int8 import quantize_int8
+from .parity import compare_outputs, measure_latency, render_markdown, session
+
+PRECISIONS = ("fp16", "int8")
+PARITY_JSON = "parity.json"
+PARITY_MD = "parity.md"
+
+
+def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished temp dir to `out` (replacing an existing `out` only with overwrite)."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not overwrite:
+        raise CalibrationError(f"{out} already exists (use --overwrite to replace it)")
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(backup)
+    os.rename(out, backup)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _check_arguments(engine_dir: Path, out: Path, precision: str, overwrite: bool) -> Manifest:
+    if precision not in PRECISIONS:
+        raise CalibrationError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if out.exists() and not out.is_dir():
+        raise CalibrationError(f"{out} exists and is not a directory")
+    if out.exists() and not overwrite:
+        raise CalibrationError(f"{out} already exists (use --overwrite to replace it)")
+    try:
+        manifest = load_manifest(engine_dir)
+    except EngineError as exc:
+        raise CalibrationError(f"cannot calibrate: {exc}") from None
+    if manifest.precision != "fp32":
+        raise CalibrationError(
+            f"{engine_dir} is already a {manifest.precision} engine; calibrate the FP32 engine it came from"
+        )
+    if out.resolve() == engine_dir.resolve():
+        raise CalibrationError("the output directory must differ from the FP32 engine directory")
+    return manifest
+
+
+def calibrate_engine(
+    engine_dir: str | os.PathLike[str],
+    dataset_path: str | os.PathLike[str],
+    precision: str,
+    out_dir: str | os.PathLike[str],
+    samples: int = 64,
+    *,
+    parity_samples: int = 64,
+    task: str | None = None,
+    shared_scales: bool = False,
+    activation_type: str = "qint8",
+    calibration_method: str = "minmax",
+    quantize_heads: bool = False,
+    keep_fp32: Sequence[str] = (),
+    keep_layernorm_fp32: bool = True,
+    calib_num_candidates: int | None = None,
+    calib_num_rtg: int | None = None,
+    latency_runs: int = 20,
+    latency_threads: Sequence[int] = (1, 2),
+    eval_episodes: int = 0,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Calibrate the FP32 engine at `engine_dir` to `precision` ("fp16" | "int8") into `out_dir`.
+
+    Args:
+        engine_dir: an FP32 ENGINE_DIR written by `evor-edge export`.
+        dataset_path: OGBench-format .npz whose ``observations`` match the engine's obs_dim.
+        samples: calibration observations (>= 16), stratified over the even-numbered trajectories.
+        parity_samples: held-out observations (odd-numbered trajectories) for the parity report.
+        task: OGBench singletask name; recorded, and used for the closed-loop check (eval_episodes).
+        shared_scales: INT8: one activation scale per layer over the Euler steps (default: per step).
+        activation_type: INT8 activations "qint8" (symmetric; TensorRT-compatible) or "quint8" (CPU only).
+        calibration_method: INT8: "minmax", "percentile" (99.999) or "entropy".
+        quantize_heads: INT8: also quantise each network's output layer.
+        keep_fp32: INT8: layer labels ("critic.h0") or networks ("critic") left in float32.
+        keep_layernorm_fp32: FP16: LayerNorm in float32 (default).
+        calib_num_candidates / calib_num_rtg: noise shape per calibration observation (default: manifest).
+        latency_runs / latency_threads: per-tick latency measurement (threads > 1 only on a calm machine).
+        eval_episodes: closed-loop episodes for both engines (same seeds); 0 skips.
+        seed: seeds the observation draw and the noise.
+        overwrite: replace an existing out_dir.
+
+    Returns the parity report (also written as parity.json) plus paths. Raises CalibrationError (one line)
+    for every refusal; nothing is written at out_dir unless the whole calibration succeeds.
+    """
+    started = time.perf_counter()
+    engine_dir, out = Path(engine_dir), Path(out_dir)
+    manifest = _check_arguments(engine_dir, out, precision, overwrite)
+    if eval_episodes < 0:
+        raise CalibrationError(f"eval episodes must be >= 0, got {eval_episodes}")
+    if latency_runs < 1:
+        raise CalibrationError(f"latency runs must be >= 1, got {latency_runs}")
+    eval_task = task or manifest.env or None
+    if eval_episodes and not eval_task:
+        raise CalibrationError("--eval-episodes needs --task (the engine's manifest names no task)")
+    split = split_observations(dataset_path, manifest.obs_dim, samples, parity_samples, seed)
+    n_pi = int(calib_num_candidates or manifest.default_num_candidates)
+    n_rtg = int(calib_num_rtg or manifest.default_num_rtg) if manifest.kind == "evor" else 1
+    if n_pi < 1 or n_rtg < 1:
+        raise CalibrationError("calibration N_pi and N must be >= 1")
+    source_model = onnx.load(str(engine_dir / manifest.engine_file))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.calibrate-", dir=out.parent))
+    tmp.chmod(0o755)
+    bar = tqdm(total=5, desc=f"calibrate {precision}", unit="step", disable=not progress, leave=False)
+    try:
+        work = tmp / ".work"
+        work.mkdir()
+        bar.set_postfix_str("convert")
+        if precision == "int8":
+            widths = hidden_widths(source_model, manifest.training_config.get("hidden_dims"), manifest.obs_dim,
+                                   manifest.act_dim)
+            feeds = engine_feeds(split.calibration, manifest.kind, manifest.act_dim, n_pi, n_rtg, seed)
+            converted, summary = quantize_int8(
+                source_model, feeds, work, widths, activation_type=activation_type,
+                calibration_method=calibration_method, shared_scales=shared_scales,
+                quantize_heads=quantize_heads, keep_fp32=keep_fp32, progress=progress)
+        else:
+            converted, summary = convert_fp16(source_model, manifest.kind, keep_layernorm_fp32=keep_layernorm_fp32)
+        summary["calibration_noise_shape"] = {"num_candidates": n_pi, "num_rtg": n_rtg if manifest.kind == "evor"
+                                              else None}
+        converted.producer_name, converted.producer_version = "evor-edge", __version__
+        converted.doc_string = f"evor-edge {manifest.kind} engine, {precision} (calibrated from {engine_dir.name})"
+        bar.update()
+
+        bar.set_postfix_str("validate")
+        violations = state_precision_violations(converted, manifest.kind)
+        if violations:
+            raise CalibrationError(f"the {precision} graph breaks float32 Euler accumulation: {violations[0]}")
+        engine_path = tmp / ENGINE_FILE
+        engine_path.write_bytes(converted.SerializeToString())
+        try:
+            validation = validate_engine(engine_path, manifest.kind, manifest.obs_dim, manifest.act_dim)
+        except EngineValidationError as exc:
+            raise CalibrationError(f"the {precision} engine is not a valid engine: {exc}") from None
+        shutil.rmtree(work)
+        bar.update()
+
+        bar.set_postfix_str("manifest")
+        new = dataclasses.replace(manifest, precision=precision, engine_sha256=sha256_file(engine_path),
+                                  tool_version=__version__, extra=dict(manifest.extra))
+        if task:
+            new.env = task
+        new.extra.update({
+            "op_types": validation["op_types"],
+            "num_nodes": validation["num_nodes"],
+            "calibrated_from": {"engine_dir": str(engine_dir.resolve()), "engine_sha256": manifest.engine_sha256,
+                                "precision": manifest.precision},
+            "calibration": {**summary, "dataset": split.info["dataset"], "samples": len(split.calibration),
+                            "seed": seed},
+        })
+        new.extra.pop("self_check", None)  # that check compared the FP32 graph with torch
+        new.extra["tensorrt"] = recipe(new)
+        (tmp / MANIFEST_FILE).write_text(new.to_json() + "\n")
+        script = build_script(new, profile=default_profile(new))
+        if precision == "int8" and activation_type != "qint8":
+            script = script.replace("set -euo pipefail", "# WARNING: UINT8 activations with non-zero zero points: "
+                                    "TensorRT's explicit quantization needs\n# symmetric INT8 (recalibrate with "
+                                    "--activations qint8).\nset -euo pipefail", 1)
+        (tmp / BUILD_SCRIPT).write_text(script)
+        (tmp / BUILD_SCRIPT).chmod(0o755)
+        bar.update()
+
+        bar.set_postfix_str("parity")
+        try:
+            load_manifest(tmp)  # the runtime's own check of what was just written
+        except EngineError as exc:
+            raise CalibrationError(f"calibrated engine failed the runtime's manifest check: {exc}") from None
+        reference = session(engine_dir / manifest.engine_file)
+        candidate = session(engine_path)
+        parity_feeds = engine_feeds(split.parity, manifest.kind, manifest.act_dim, manifest.default_num_candidates,
+                                    manifest.default_num_rtg if manifest.kind == "evor" else 1, seed + 1)
+        parity = compare_outputs(reference, candidate, parity_feeds, manifest, progress=progress)
+        del reference, candidate
+        bar.update()
+
+        bar.set_postfix_str("latency")
+        latency = measure_latency({"fp32": engine_dir, precision: tmp}, split.parity, threads=latency_threads,
+                                  runs=latency_runs, progress=progress)
+        closed_loop = None
+        if eval_episodes:
+            closed_loop = _closed_loop({"fp32": engine_dir, precision: tmp}, eval_task or "", eval_episodes, seed,
+                                       progress)
+        bar.update()
+
+        report: dict[str, Any] = {
+            "precision": precision,
+            "kind": manifest.kind,
+            "engine_dir": str(out),
+            "source_engine": str(engine_dir.resolve()),
+            "source_sha256": manifest.engine_sha256,
+            "engine_sha256": new.engine_sha256,
+            "data": {**split.info, "calibration_samples": len(split.calibration),
+                     "parity_samples": len(split.parity)},
+            "calibration": summary,
+            "parity": parity,
+            "latency": latency,
+            "closed_loop": closed_loop,
+            "tensorrt": {"command": new.extra["tensorrt"]["command"],
+                         "verified": False,
+                         "note": "TensorRT parsing / explicit quantization of this graph is not verified here "
+                                 "(no TensorRT on this machine)"},
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / PARITY_JSON).write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / PARITY_MD).write_text(render_markdown(report))
+        for child in tmp.iterdir():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+        _move_into_place(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    report.update({"engine": str(out / ENGINE_FILE), "manifest": str(out / MANIFEST_FILE),
+                   "parity_json": str(out / PARITY_JSON), "parity_md": str(out / PARITY_MD),
+                   "build_trt": str(out / BUILD_SCRIPT)})
+    return report
+
+
+def _closed_loop(engines: dict[str, Path], task: str, episodes: int, seed: int, progress: bool) -> dict[str, Any]:
+    """Success rate of each engine through `evaluate(EvorPolicy.load(...))` with the same seeds."""
+    from evor_edge.evaluation import evaluate
+    from evor_edge.runtime import EvorPolicy
+
+    result: dict[str, Any] = {"task": task, "episodes": episodes, "seed": seed}
+    for name, path in engines.items():
+        policy = EvorPolicy.load(path, backend="onnxruntime", seed=seed)
+        try:
+            run = evaluate(policy, task, episodes=episodes, seed=seed, parallel=min(episodes, 25), progress=progress)
+        finally:
+            policy.close()
+        result[name] = {k: run[k] for k in ("success_rate", "successes", "mean_episode_length", "seconds")}
+    return result

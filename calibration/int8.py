@@ -1,0 +1,239 @@
+"""INT8 engines: static QDQ quantisation of the MLP bodies' big matmuls, calibrated on dataset states.
+
+What gets quantised: the hidden -> hidden dense layers of every network body (`graph.dense_layers` role
+"hidden"; optionally the heads). Weights are per-output-channel symmetric INT8; activations (the inputs of
+those layers) are per-tensor INT8 (symmetric, zero point 0: what TensorRT's explicit quantisation accepts)
+or UINT8 (asymmetric; onnxruntime CPU only). Everything else stays float32: observation normalisation,
+the first layers (they read the float32 Euler state and observation), GELU, LayerNorm, the bias adds,
+the Euler updates, the action clip and the return un-scaling. Q/DQ pairs are inserted only in front of
+the quantised layers, so no QuantizeLinear ever sits on the Euler state.
+
+The exporter writes each hidden layer as ``Gemm`` (bias fused); those are rewritten to ``MatMul + Add``
+first (`graph.gemm_to_matmul`) so onnxruntime fuses DQ -> MatMul into an integer matmul with float output
+(measured faster than the QDQ Gemm) and the bias stays float32 (TensorRT has no INT32 DequantizeLinear).
+
+Activation scales: the loops are unrolled, so by default the input of each layer at each Euler step is
+calibrated on its own ("per-step scales"; the flow's activations drift with t). With
+``shared_scales=True`` the ranges of one layer are merged over the M steps (min of mins, max of maxes),
+i.e. one scale per layer as a rolled loop would have.
+
+Calibration runs onnxruntime's calibrators (MinMax / Percentile / Entropy) restricted to exactly the
+quantised layers' inputs, fed by `data.EngineCalibrationReader`; the ranges then go to
+``quantize_static`` through its calibration cache (``calibration_cache_path``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import (
+    CalibraterBase,
+    EntropyCalibrater,
+    MinMaxCalibrater,
+    PercentileCalibrater,
+    TensorData,
+    TensorsData,
+    save_tensors_data,
+)
+from tqdm import tqdm
+
+from .data import EngineCalibrationReader
+from .errors import CalibrationError
+from .graph import DenseLayer, dense_layers, gemm_to_matmul, layer_groups
+
+ACTIVATION_TYPES = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+
+
+def layer_labels(layers: Sequence[DenseLayer]) -> dict[str, str]:
+    """Weight name -> readable label per layer ("actor.h0", "critic.h2", "critic.head", "q0.h1", ...)."""
+    labels: dict[str, str] = {}
+    hidden_count: dict[str, int] = {}
+    for layer in layers:
+        if layer.weight in labels or layer.role == "input":
+            continue
+        if layer.role == "head":
+            labels[layer.weight] = f"{layer.network}.head"
+        else:
+            index = hidden_count.get(layer.network, 0)
+            hidden_count[layer.network] = index + 1
+            labels[layer.weight] = f"{layer.network}.h{index}"
+    return labels
+
+
+def select_targets(
+    layers: Sequence[DenseLayer], quantize_heads: bool = False, keep_fp32: Sequence[str] = (),
+) -> tuple[list[DenseLayer], dict[str, str]]:
+    """The dense nodes to quantise and the label of every candidate layer.
+
+    keep_fp32: layer labels ("critic.h0") or network names ("critic") left in float32.
+    """
+    labels = layer_labels(layers)
+    known = set(labels.values()) | {layer.network for layer in layers if layer.network}
+    unknown = sorted(set(keep_fp32) - known)
+    if unknown:
+        raise CalibrationError(f"unknown layer(s) {unknown} to keep in fp32; this engine has {sorted(known)}")
+    targets = []
+    for layer in layers:
+        if layer.role == "input" or (layer.role == "head" and not quantize_heads):
+            continue
+        label = labels[layer.weight]
+        if label in keep_fp32 or layer.network in keep_fp32:
+            continue
+        targets.append(layer)
+    if not targets:
+        raise CalibrationError("nothing to quantise: the engine has no hidden dense layers left after exclusions")
+    return targets, labels
+
+
+def _make_calibrator(model_path: Path, augmented: Path, method: CalibrationMethod, tensors: set[str],
+                     activation_symmetric: bool) -> CalibraterBase:
+    """An onnxruntime calibrator that observes exactly `tensors`."""
+    calibrator: CalibraterBase
+    if method == CalibrationMethod.MinMax:
+        calibrator = MinMaxCalibrater(str(model_path), ["MatMul"], str(augmented))  # ranges merge per collect_data call
+    elif method == CalibrationMethod.Percentile:
+        calibrator = PercentileCalibrater(str(model_path), ["MatMul"], str(augmented), symmetric=activation_symmetric,
+                                          num_bins=2048, percentile=99.999)
+    elif method == CalibrationMethod.Entropy:
+        calibrator = EntropyCalibrater(str(model_path), ["MatMul"], str(augmented), symmetric=activation_symmetric,
+                                       num_bins=512, num_quantized_bins=128)
+    else:
+        raise CalibrationError(f"unsupported calibration method {method}")
+    original = calibrator.select_tensors_to_calibrate
+
+    def only_targets(model: onnx.ModelProto) -> tuple[set[str], dict]:
+        found, value_infos = original(model)
+        missing = tensors - found
+        if missing:
+            raise CalibrationError(f"calibration cannot observe {sorted(missing)[:3]} (no type information)")
+        return set(tensors), value_infos
+
+    calibrator.select_tensors_to_calibrate = only_targets  # type: ignore[method-assign]
+    calibrator.augment_graph()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    calibrator.infer_session = ort.InferenceSession(str(augmented), sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+    return calibrator
+
+
+def share_ranges(ranges: TensorsData, groups: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Merge the ranges of each group's tensors (in place): min of lowest, max of highest.
+
+    Returns {group: {"lowest", "highest", "widest_step_over_narrowest"}} for the report.
+    """
+    summary: dict[str, dict[str, float]] = {}
+    for group, tensors in groups.items():
+        lows = [float(np.min(ranges[t].range_value[0])) for t in tensors]
+        highs = [float(np.max(ranges[t].range_value[1])) for t in tensors]
+        low, high = min(lows), max(highs)
+        spans = [max(abs(lo), abs(hi)) for lo, hi in zip(lows, highs, strict=True)]
+        merged = {"lowest": np.array(low, dtype=np.float32), "highest": np.array(high, dtype=np.float32)}
+        for tensor in tensors:
+            ranges[tensor] = TensorData(**merged)
+        summary[group] = {"lowest": low, "highest": high,
+                          "widest_step_over_narrowest": max(spans) / max(min(spans), 1e-12)}
+    return summary
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    feeds: list[dict[str, np.ndarray]],
+    workdir: Path,
+    hidden: set[int],
+    activation_type: str = "qint8",
+    calibration_method: str = "minmax",
+    shared_scales: bool = False,
+    quantize_heads: bool = False,
+    keep_fp32: Sequence[str] = (),
+    progress: bool = True,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Calibrate on `feeds` (engine input dicts) and return the QDQ INT8 model and a JSON-able summary."""
+    if activation_type not in ACTIVATION_TYPES:
+        raise CalibrationError(f"activation type {activation_type!r} is not one of {sorted(ACTIVATION_TYPES)}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise CalibrationError(
+            f"calibration method {calibration_method!r} is not one of {sorted(CALIBRATION_METHODS)}")
+    method = CALIBRATION_METHODS[calibration_method]
+    symmetric = activation_type == "qint8"
+    started = time.perf_counter()
+
+    layers = dense_layers(model, hidden)
+    targets, labels = select_targets(layers, quantize_heads, keep_fp32)
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    gemm_to_matmul(prepared, [t.node for t in targets])
+    prepared_path = workdir / "fp32_prepared.onnx"
+    onnx.save(prepared, str(prepared_path))
+
+    activations = {t.activation for t in targets}
+    calibrator = _make_calibrator(prepared_path, workdir / "augmented.onnx", method, activations, symmetric)
+    reader = EngineCalibrationReader(feeds)
+    chunk = 4 if method == CalibrationMethod.MinMax else 1  # histogram calibrators keep whole tensors per run
+    bar = tqdm(total=len(feeds), desc="calibrate int8", unit="obs", disable=not progress, leave=False)
+    for start in range(0, len(feeds), chunk):
+        reader.set_range(start, min(start + chunk, len(feeds)))
+        calibrator.collect_data(reader)
+        bar.update(min(chunk, len(feeds) - start))
+    bar.close()
+    ranges = calibrator.compute_data()
+    del calibrator
+    calibrate_seconds = time.perf_counter() - started
+
+    by_weight = layer_groups(targets)
+    groups = {labels[w]: sorted({t.activation for t in nodes}) for w, nodes in by_weight.items()}
+    step_spread = {}
+    for label, tensors in groups.items():
+        spans = [max(abs(float(np.min(ranges[t].range_value[0]))), abs(float(np.max(ranges[t].range_value[1]))))
+                 for t in tensors]
+        step_spread[label] = round(max(spans) / max(min(spans), 1e-12), 3)
+    shared = share_ranges(ranges, groups) if shared_scales else None
+
+    cache = workdir / "calibration_cache.json"
+    save_tensors_data(ranges, cache)
+    out_path = workdir / "int8.onnx"
+    quantize_static(
+        str(prepared_path), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
+        activation_type=ACTIVATION_TYPES[activation_type], weight_type=QuantType.QInt8,
+        nodes_to_quantize=[t.node for t in targets], calibrate_method=method, calibration_cache_path=str(cache),
+        extra_options={
+            "ActivationSymmetric": symmetric,
+            "WeightSymmetric": True,
+            "MatMulConstBOnly": True,
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],  # outputs feed the float32 bias add
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+            "DedicatedQDQPair": False,
+        },
+    )
+    quantized = onnx.load(str(out_path))
+    summary = {
+        "quant_format": "QDQ",
+        "weights": "int8 symmetric, per output channel",
+        "activations": f"{activation_type} per tensor, {'symmetric (zero point 0)' if symmetric else 'asymmetric'}",
+        "calibration_method": calibration_method,
+        "scales": "shared over Euler steps" if shared_scales else "per Euler step",
+        "quantized_nodes": len(targets),
+        "quantized_layers": sorted(groups),
+        "kept_fp32_layers": sorted(set(labels.values()) - set(groups)),
+        "activation_range_spread_over_steps": step_spread,
+        "calibration_seconds": round(calibrate_seconds, 2),
+        "tensorrt_explicit_quantization": symmetric,
+    }
+    if shared is not None:
+        summary["shared_ranges"] = {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in shared.items()}
+    return quantized, summary
