@@ -272,6 +272,72 @@ def export_command(checkpoint: str, out: str, euler_steps: int | None, opset: in
     emit(report, as_json, lambda r: f"wrote {out} ({json.dumps({k: r[k] for k in list(r)[:4]})})")
 
 
+# ---------------------------------------------------------------------------------------- calibrate
+@main.command("calibrate")
+@click.argument("engine_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", "dataset_path", required=True, type=click.Path(dir_okay=False),
+              help="OGBench-format .npz; calibration and held-out parity observations come from it.")
+@click.option("--precision", required=True, type=click.Choice(["fp16", "int8"]),
+              help="int8 = QDQ explicit quantisation of the MLP matmuls; fp16 = MLP bodies in float16.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="ENGINE_DIR to create.")
+@click.option("--samples", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Calibration observations (>= 16), stratified over the dataset's trajectories.")
+@click.option("--parity-samples", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Held-out observations (other trajectories) for the parity report.")
+@click.option("--task", help="OGBench singletask name (recorded; needed by --eval-episodes).")
+@click.option("--per-step-scales/--shared-scales", "per_step", default=True, show_default=True,
+              help="INT8: an activation scale per layer and Euler step, or one per layer shared over steps.")
+@click.option("--activations", "activation_type", default="qint8", show_default=True,
+              type=click.Choice(["qint8", "quint8"]),
+              help="INT8 activations: qint8 = symmetric (TensorRT-compatible); quint8 = asymmetric (CPU only).")
+@click.option("--calibration-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "percentile", "entropy"]), help="INT8 activation range estimator.")
+@click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="LAYER",
+              help="INT8: leave a layer (e.g. critic.h0) or a network (actor, critic) in float32 (repeatable).")
+@click.option("--eval-episodes", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also run both engines closed-loop on --task with the same seeds (slow at N_pi 32, N 50).")
+@click.option("--latency-runs", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Timed ticks per engine and thread count (median reported).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the observation draw and the noise.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
+@friendly_errors
+def calibrate_command(engine_dir: str, dataset_path: str, precision: str, out: str, samples: int,
+                      parity_samples: int, task: str | None, per_step: bool, activation_type: str,
+                      calibration_method: str, keep_fp32: tuple[str, ...], eval_episodes: int, latency_runs: int,
+                      seed: int, overwrite: bool, as_json: bool) -> None:
+    """Make an FP16 or INT8 variant of the FP32 ENGINE_DIR, calibrated on dataset states.
+
+    Writes a complete engine directory (engine.onnx, manifest.json, build_trt.sh) plus parity.json and
+    parity.md: selection agreement, Q* and action errors against the FP32 engine on held-out
+    observations with identical noise, and per-tick latency of both. Euler accumulation, observation
+    normalisation and return scaling stay float32.
+    """
+    from evor_edge.calibration import calibrate_engine
+
+    report = calibrate_engine(engine_dir, dataset_path, precision, out, samples=samples,
+                              parity_samples=parity_samples, task=task, shared_scales=not per_step,
+                              activation_type=activation_type, calibration_method=calibration_method,
+                              keep_fp32=keep_fp32, eval_episodes=eval_episodes, latency_runs=latency_runs,
+                              seed=seed, overwrite=overwrite)
+    emit(report, as_json, _calibrate_summary)
+
+
+def _calibrate_summary(r: dict[str, Any]) -> str:
+    p = r["parity"]
+    lines = [f"wrote {r['engine_dir']} ({r['precision']}); parity on {p['observations']} held-out observations: "
+             f"agreement {p['agreement_pct']:.1f}%, Q* abs error median {p['q_star_abs_error']['median']:.3g} "
+             f"p95 {p['q_star_abs_error']['p95']:.3g} max {p['q_star_abs_error']['max']:.3g}"]
+    for threads, entry in (r.get("latency") or {}).get("by_threads", {}).items():
+        if "skipped" in entry:
+            lines.append(f"latency {threads} thread(s): skipped ({entry['skipped']})")
+        else:
+            lines.append(f"latency {threads} thread(s): fp32 {entry['fp32']['tick_ms_median']} ms, "
+                         f"{r['precision']} {entry[r['precision']]['tick_ms_median']} ms (x{entry.get('speedup')})")
+    lines.append(f"report: {r['parity_md']}")
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------------------------------- bench
 @main.command()
 @click.argument("engine_dir", type=click.Path(exists=True, file_okay=False))
