@@ -179,16 +179,19 @@ def layer_groups(layers: Iterable[DenseLayer]) -> dict[str, list[DenseLayer]]:
     return dict(groups)
 
 
-def gemm_to_matmul(model: onnx.ModelProto, node_names: Iterable[str]) -> onnx.ModelProto:
-    """Rewrite plain Gemm nodes (alpha = beta = 1, no transposes) as MatMul + Add (in place; returned).
+def split_gemm_bias(model: onnx.ModelProto, node_names: Iterable[str]) -> onnx.ModelProto:
+    """Rewrite plain Gemm nodes (alpha = beta = 1, no transposes) with a bias as Gemm(A, B) + Add(bias).
 
-    onnxruntime's CPU kernels fuse a QDQ MatMul into an integer matmul with float output and the bias add
-    stays float; TensorRT reads the same pattern. The computation is unchanged.
+    In place; returned. With Q/DQ on A and B, onnxruntime's CPU provider fuses DQ -> Gemm (no bias, float
+    output) into an integer QGemm with float output and the bias add into the following GELU (BiasGelu),
+    with no INT32 bias tensor, which TensorRT's parser rejects ("only activation types allowed as input"
+    of DequantizeLinear). Measured at the paper config: as fast as a QGemm with INT32 bias, 2.5x faster
+    than DQ -> MatMul -> Add (which onnxruntime leaves in float). The computation is unchanged.
     """
     wanted = set(node_names)
     new_nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        if node.name not in wanted or node.op_type != "Gemm":
+        if node.name not in wanted or node.op_type != "Gemm" or len(node.input) < 3 or not node.input[2]:
             new_nodes.append(node)
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -196,13 +199,9 @@ def gemm_to_matmul(model: onnx.ModelProto, node_names: Iterable[str]) -> onnx.Mo
                 or attrs.get("beta", 1.0) != 1.0:
             new_nodes.append(node)
             continue
-        if len(node.input) > 2 and node.input[2]:
-            mm_out = f"{node.output[0]}_matmul"
-            new_nodes.append(helper.make_node("MatMul", list(node.input[:2]), [mm_out], name=node.name))
-            new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], list(node.output),
-                                              name=f"{node.name}_bias"))
-        else:
-            new_nodes.append(helper.make_node("MatMul", list(node.input[:2]), list(node.output), name=node.name))
+        product = f"{node.output[0]}_nobias"
+        new_nodes.append(helper.make_node("Gemm", list(node.input[:2]), [product], name=node.name))
+        new_nodes.append(helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_bias"))
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
     return model

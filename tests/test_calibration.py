@@ -193,13 +193,13 @@ def test_int8_quantizes_only_hidden_matmuls_and_keeps_euler_float32(int8_dir) ->
         for dq in users[q.output[0]]:
             assert dq.op_type == "DequantizeLinear"
             quantized_consumers.update(u.op_type for u in users[dq.output[0]])
-    assert quantized_consumers == {"MatMul"}
+    assert quantized_consumers == {"Gemm"}
     for op in ("LayerNormalization", "Erf", "Sub", "Div"):  # normalisation / GELU never read quantised data
         for node in (n for n in model.graph.node if n.op_type == op):
             assert all(not name.endswith("DequantizeLinear_Output") for name in node.input), node.name
     # hidden -> hidden layers only: 2 per network (MLP 3x32) per Euler step, actor and critic
     dq_matmuls = {u.name for n in model.graph.node if n.op_type == "DequantizeLinear"
-                  for u in users.get(n.output[0], []) if u.op_type == "MatMul"}
+                  for u in users.get(n.output[0], []) if u.op_type == "Gemm"}
     assert len(dq_matmuls) == 2 * 2 * EULER_STEPS
 
 
@@ -208,8 +208,8 @@ def _activation_scales(model: onnx.ModelProto) -> dict[str, list[float]]:
     made = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     scales: dict[str, list[float]] = {}
-    for node in (n for n in model.graph.node if n.op_type == "MatMul"):
-        act, weight = (made.get(name) for name in node.input)
+    for node in (n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")):
+        act, weight = (made.get(name) for name in node.input[:2])
         if act is None or act.op_type != "DequantizeLinear":
             continue
         scales.setdefault(weight.input[0], []).append(float(inits[act.input[1]]))
