@@ -30,6 +30,7 @@ quantised layers' inputs, fed by `data.EngineCalibrationReader`; the ranges then
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -223,10 +224,12 @@ def quantize_int8(
     bar = tqdm(total=len(feeds), desc="calibrate int8", unit="obs", disable=not progress, leave=False)
     for start in range(0, len(feeds), chunk):
         reader.set_range(start, min(start + chunk, len(feeds)))
-        calibrator.collect_data(reader)
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress to stdout
+            calibrator.collect_data(reader)
         bar.update(min(chunk, len(feeds) - start))
     bar.close()
-    ranges = calibrator.compute_data()
+    with contextlib.redirect_stdout(io.StringIO()):
+        ranges = calibrator.compute_data()
     del calibrator
     calibrate_seconds = time.perf_counter() - started
 
