@@ -96,6 +96,8 @@ def calibrate_engine(
     calib_num_rtg: int | None = None,
     latency_runs: int = 20,
     latency_threads: Sequence[int] = (1, 2),
+    latency_num_candidates: int = 32,
+    latency_num_rtg: int = 50,
     eval_episodes: int = 0,
     seed: int = 0,
     overwrite: bool = False,
@@ -117,6 +119,7 @@ def calibrate_engine(
         keep_layernorm_fp32: FP16: LayerNorm in float32 (default).
         calib_num_candidates / calib_num_rtg: noise shape per calibration observation (default: manifest).
         latency_runs / latency_threads: per-tick latency measurement (threads > 1 only on a calm machine).
+        latency_num_candidates / latency_num_rtg: the shape timed (default: the paper's N_pi 32, N 50).
         eval_episodes: closed-loop episodes for both engines (same seeds); 0 skips.
         seed: seeds the observation draw and the noise.
         overwrite: replace an existing out_dir.
@@ -218,7 +221,8 @@ def calibrate_engine(
 
         bar.set_postfix_str("latency")
         latency = measure_latency({"fp32": engine_dir, precision: tmp}, split.parity, threads=latency_threads,
-                                  runs=latency_runs, progress=progress)
+                                  runs=latency_runs, num_candidates=latency_num_candidates,
+                                  num_rtg=latency_num_rtg, progress=progress)
         closed_loop = None
         if eval_episodes:
             closed_loop = _closed_loop({"fp32": engine_dir, precision: tmp}, eval_task or "", eval_episodes, seed,
