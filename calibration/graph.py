@@ -257,6 +257,7 @@ def convert_region_to_float16(model: onnx.ModelProto, region: Iterable[str]) -> 
                     name in outputs or any(u.name not in region_set for u in users.get(name, []))):
                 renamed[name] = f"{name}_fp16"
 
+    originals = {fp16: name for name, fp16 in renamed.items()}
     for node in graph.node:
         if node.name not in region_set:
             new_nodes.append(node)
@@ -291,7 +292,7 @@ def convert_region_to_float16(model: onnx.ModelProto, region: Iterable[str]) -> 
                 node.output[i] = renamed[name]
         new_nodes.append(node)
         for name in node.output:
-            original = next((k for k, v in renamed.items() if v == name), None)
+            original = originals.get(name)
             if original is not None:
                 new_nodes.append(helper.make_node("Cast", [name], [original], to=TensorProto.FLOAT,
                                                   name=f"{original}_cast_fp32"))
