@@ -17,6 +17,7 @@ Make the checkpoints first (CPU, 1 thread; briefly trained, not converged)::
 Then::
 
     python benchmarks/calibration_parity.py [--work /tmp/calib-bench] [--also-shared]
+    python benchmarks/calibration_parity.py --latency-only   # re-time the engines already in --work
 
 Latency on a shared machine: the runs interleave FP32 and INT8 ticks so both see the same background load;
 the load average is printed with the numbers.
@@ -86,6 +87,30 @@ def run_case(name: str, run: Path, dataset: Path, task: str, work: Path, args: a
     return result
 
 
+def latency_only(args: argparse.Namespace) -> int:
+    """Re-time the engine pairs left in --work (1 and 2 threads; 2 only on a calm machine)."""
+    import numpy as np
+
+    from evor_edge.calibration.parity import measure_latency
+    from evor_edge.runtime import load_manifest
+
+    out: dict[str, Any] = {}
+    for name in args.case or list(CASES):
+        fp32 = args.work / f"{name}-fp32"
+        int8 = args.work / f"{name}-int8-per_step_scales"
+        if not (fp32 / "manifest.json").is_file() or not (int8 / "manifest.json").is_file():
+            print(f"error: {name}: no engines in {args.work}; run without --latency-only first", file=sys.stderr)
+            return 2
+        manifest = load_manifest(fp32)
+        rng = np.random.default_rng(args.seed)
+        obs = (np.asarray(manifest.obs_mean) + np.asarray(manifest.obs_std)
+               * rng.standard_normal((16, manifest.obs_dim))).astype(np.float32)
+        out[name] = measure_latency({"fp32": fp32, "int8": int8}, obs, threads=(1, 2), runs=args.runs,
+                                    progress=False)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/calib-bench"), help="Engine directories go here.")
@@ -101,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
     parser.add_argument("--also-shared", action="store_true", help="Also measure shared (per-layer) scales.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-only", action="store_true",
+                        help="Only re-time the FP32 / INT8 engines a previous run left in --work (e.g. when calmer).")
     args = parser.parse_args(argv)
+    if args.latency_only:
+        return latency_only(args)
 
     import torch
 

@@ -22,6 +22,11 @@ calibrated on its own ("per-step scales"; the flow's activations drift with t). 
 ``shared_scales=True`` the ranges of one layer are merged over the M steps (min of mins, max of maxes),
 i.e. one scale per layer as a rolled loop would have.
 
+Where the time goes (pointmaze-medium paper engine, N_pi 32, N 50, 1 thread, onnxruntime profile on the
+shared 2-core machine under load): FP32 219 ms = Gemm 172 + GELU 22 + LayerNorm 19 + rest; INT8 117 ms =
+QGemm 50 + BiasGelu 27 + LayerNorm 19 + QuantizeLinear 6.5 + rest. The matmuls get 3.3x faster; the
+float32 GELU / LayerNorm that stay float bound the end-to-end speed-up near 1.9x on this CPU.
+
 Calibration runs onnxruntime's calibrators (MinMax / Percentile / Entropy) restricted to exactly the
 quantised layers' inputs, fed by `data.EngineCalibrationReader`; the ranges then go to
 ``quantize_static`` through its calibration cache (``calibration_cache_path``).
