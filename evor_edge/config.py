@@ -19,6 +19,7 @@ class TrainConfig:
     reward_model:     "sample" = flow-based TD with the sample-based bootstrapped target (see
                       `evor_edge.agents.evor`); "mc" = Eq. 13, flow matching onto Monte-Carlo returns of
                       the dataset (valid for deterministic dynamics only).
+    n_step:           bootstrap horizon of both critics' targets (`evor_edge.targets`); 1 = Algorithm 1.
     """
 
     agent: str = "evor"
@@ -36,6 +37,7 @@ class TrainConfig:
     tau_r: float = 1.0
     tau_q: float = 1e-3
     reward_model: str = "sample"
+    n_step: int = 1
     qc_ensemble: int = 2
     qc_target_candidates: int = 32
     qc_q_agg: str = "mean"
@@ -54,7 +56,7 @@ class TrainConfig:
             raise ValueError(f"unknown reward_model {self.reward_model!r}; choose one of {CRITIC_TARGETS}")
         if not 0.0 <= self.discount < 1.0:
             raise ValueError(f"discount must be in [0, 1), got {self.discount}")
-        for name in ("batch_size", "steps", "euler_steps", "num_candidates", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "steps", "euler_steps", "num_candidates", "log_every", "checkpoint_every", "n_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

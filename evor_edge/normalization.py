@@ -57,13 +57,12 @@ class ReturnScaler:
     def denormalize(self, u):
         return u * self.half_width + self.center
 
-    def bellman_target(self, reward: torch.Tensor, mask: torch.Tensor, next_u: torch.Tensor, discount: float):
-        """Normalised sample of r + gamma * mask * Z' given a normalised sample u' of Z'.
+    def bellman_target(self, reward: torch.Tensor, bootstrap: torch.Tensor, next_u: torch.Tensor) -> torch.Tensor:
+        """Normalised sample of R + b * Z' given a normalised sample u' of Z' (b = gamma * mask for one step).
 
-        With z = c + s u: u = (r + gamma m (c + s u') - c) / s = (r - c (1 - gamma m)) / s + gamma m u'.
+        With z = c + s u: u = (R + b (c + s u') - c) / s = (R - c (1 - b)) / s + b u'.
         """
-        gm = discount * mask
-        return (reward - self.center * (1.0 - gm)) / self.half_width + gm * next_u
+        return (reward - self.center * (1.0 - bootstrap)) / self.half_width + bootstrap * next_u
 
     def to_dict(self) -> dict:
         return asdict(self)

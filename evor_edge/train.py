@@ -17,29 +17,11 @@ from evor_edge.agents import AgentSpec, BaseAgent, make_agent
 from evor_edge.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
 from evor_edge.config import TrainConfig
 from evor_edge.normalization import ObsNormalizer, ReturnScaler
-
-TRAIN_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
+from evor_edge.targets import monte_carlo_returns, n_step_targets
 
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked (exists without --resume, nothing to resume...)."""
-
-
-def monte_carlo_returns(rewards: np.ndarray, masks: np.ndarray, terminals: np.ndarray, discount: float) -> np.ndarray:
-    """G_t = r_t + gamma m_t G_{t+1} within each trajectory (terminals mark trajectory ends).
-
-    At a trajectory's last transition (a time-limit truncation in OGBench data) we bootstrap with the
-    stationary value r_T / (1 - gamma) if the state is not terminal (m_T = 1): an approximation,
-    exact when the last reward would repeat forever (e.g. the agent stays at or away from the goal).
-    """
-    returns = np.zeros_like(rewards, dtype=np.float64)
-    future = 0.0
-    for i in range(len(rewards) - 1, -1, -1):
-        if terminals[i]:
-            future = rewards[i] / (1.0 - discount) if masks[i] else 0.0
-        future = rewards[i] + discount * masks[i] * future
-        returns[i] = future
-    return returns.astype(np.float32)
 
 
 def build_spec(env: Any, train: dict[str, np.ndarray], config: TrainConfig) -> AgentSpec:
@@ -56,8 +38,20 @@ def build_spec(env: Any, train: dict[str, np.ndarray], config: TrainConfig) -> A
 
 
 def tensors_from_dataset(train: dict[str, np.ndarray], config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Zero-copy torch views of the arrays training samples from (float32)."""
-    out = {k: torch.from_numpy(np.ascontiguousarray(train[k], dtype=np.float32)) for k in TRAIN_KEYS}
+    """Torch tensors training samples from: (x, a), the n-step reward sum R, bootstrap factor b and x'.
+
+    See `evor_edge.targets`: the critic's target is R + b * Z(x', a'), with b = gamma * mask for n = 1.
+    """
+    reward_sum, bootstrap, next_index = n_step_targets(
+        train["rewards"], train["masks"], train["terminals"], config.discount, config.n_step)
+    out = {
+        "observations": torch.from_numpy(np.ascontiguousarray(train["observations"], dtype=np.float32)),
+        "actions": torch.from_numpy(np.ascontiguousarray(train["actions"], dtype=np.float32)),
+        "rewards": torch.from_numpy(reward_sum),
+        "bootstrap": torch.from_numpy(bootstrap),
+        "next_observations": torch.from_numpy(
+            np.ascontiguousarray(train["next_observations"][next_index], dtype=np.float32)),
+    }
     if config.reward_model == "mc":
         mc = monte_carlo_returns(train["rewards"], train["masks"], train["terminals"], config.discount)
         out["mc_returns"] = torch.from_numpy(mc)

@@ -23,7 +23,7 @@ def trained_agent() -> EvorAgent:
     spec = AgentSpec(cfg, 3, 1, (-1.0,), (1.0,), ObsNormalizer((0.0,) * 3, (1.0,) * 3), ReturnScaler(1.0, 2.5))
     agent = EvorAgent(spec)
     rng = np.random.default_rng(0)
-    data = {k: torch.from_numpy(v) for k, v in make_transitions(50_000, rng).items()}
+    data = {k: torch.from_numpy(v) for k, v in make_transitions(50_000, rng, DISCOUNT).items()}
     gen = torch.Generator().manual_seed(0)
     for _ in range(3000):
         idx = torch.randint(0, 50_000, (256,), generator=gen)

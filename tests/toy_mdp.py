@@ -22,7 +22,7 @@ def p_reward(action: float) -> float:
     return 0.8 if action > 0 else 0.2
 
 
-def make_transitions(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def make_transitions(n: int, rng: np.random.Generator, discount: float = 0.8) -> dict[str, np.ndarray]:
     state = rng.integers(0, 3, n)
     action = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
     reward = np.zeros(n, np.float32)
@@ -41,6 +41,7 @@ def make_transitions(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     reward[c_rows] = rng.normal(C_MEAN, C_STD, n)[c_rows]
     mask[c_rows] = 0.0
     return {
+        "bootstrap": (discount * mask).astype(np.float32),
         "observations": ONE_HOT[state],
         "actions": action,
         "rewards": reward,

@@ -98,7 +98,7 @@ class EvorAgent(BaseAgent):
         next_actions = self.sample_actions(next_obs_n, noise)
         next_u = self.sample_returns_normalized(next_obs_n, next_actions, z0, target=True)
         return self.spec.returns.bellman_target(
-            batch["rewards"].unsqueeze(-1), batch["masks"].unsqueeze(-1), next_u, cfg.discount
+            batch["rewards"].unsqueeze(-1), batch["bootstrap"].unsqueeze(-1), next_u
         )
 
     def update_critic(self, batch: Batch, generator: torch.Generator | None) -> dict[str, float]:

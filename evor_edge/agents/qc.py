@@ -46,7 +46,7 @@ class QCAgent(BaseAgent):
             noise = torch.randn((batch_size, cfg.qc_target_candidates, act_dim), generator=generator)
             candidates = self.sample_actions(next_obs_n, noise)
             next_q = self.q_values(next_obs_n, candidates, target=True).max(dim=1).values
-            target = self.spec.returns.bellman_target(batch["rewards"], batch["masks"], next_q, cfg.discount)
+            target = self.spec.returns.bellman_target(batch["rewards"], batch["bootstrap"], next_q)
         q = self.critic(obs_n, batch["actions"])
         loss = ((q - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
         self.critic_opt.zero_grad(set_to_none=True)

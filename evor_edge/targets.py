@@ -1,0 +1,67 @@
+"""Per-transition quantities the critics regress on, precomputed once from the dataset.
+
+n-step bootstrap (both agents): for transition i with K = min(n, steps left in its trajectory),
+
+    R_i = sum_{k<K} gamma^k (prod_{j<k} m_{i+j}) r_{i+k},   b_i = gamma^K prod_{j<K} m_{i+j},
+    x'_i = next_observation_{i+K-1},
+
+and the distributional Bellman target becomes Z(x_i, a_i) =_D R_i + b_i Z(x'_i, A'), A' ~ pi_base(.|x'_i).
+The intermediate actions are the data's, so for EVOR (whose R is the reward-to-go law of the data
+policy pi_ref, Eq. 7) this is an exact sample of the same fixed point for any n, including stochastic
+transitions; n = 1 is Algorithm 1. Larger n propagates rewards n times further per backup (QC's chunked
+backups do the same); n -> infinity is the Monte-Carlo target of Eq. 13.
+
+Monte-Carlo returns (Eq. 13 option): G_i = r_i + gamma m_i G_{i+1} within each trajectory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def trajectory_ends(terminals: np.ndarray) -> np.ndarray:
+    """Index of the last transition of the trajectory each transition belongs to."""
+    ends = np.flatnonzero(np.asarray(terminals) > 0)
+    if ends.size == 0 or ends[-1] != len(terminals) - 1:
+        ends = np.append(ends, len(terminals) - 1)
+    return ends[np.searchsorted(ends, np.arange(len(terminals)))]
+
+
+def n_step_targets(
+    rewards: np.ndarray, masks: np.ndarray, terminals: np.ndarray, discount: float, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R [T], b [T], index of x' [T]) for n-step targets; see the module docstring."""
+    if n < 1:
+        raise ValueError(f"n-step horizon must be >= 1, got {n}")
+    size = len(rewards)
+    last = trajectory_ends(terminals)
+    reward_sum = np.zeros(size, dtype=np.float64)
+    alive = np.ones(size, dtype=np.float64)  # gamma^k * prod of masks so far
+    next_index = np.arange(size)
+    active = np.ones(size, dtype=bool)  # still inside the trajectory at step k
+    base = np.arange(size)
+    for k in range(n):
+        idx = base + k
+        active &= idx <= last
+        safe = np.minimum(idx, size - 1)
+        reward_sum += np.where(active, alive * rewards[safe], 0.0)
+        next_index = np.where(active, safe, next_index)
+        alive = np.where(active, alive * discount * masks[safe], alive)
+    return reward_sum.astype(np.float32), alive.astype(np.float32), next_index
+
+
+def monte_carlo_returns(rewards: np.ndarray, masks: np.ndarray, terminals: np.ndarray, discount: float) -> np.ndarray:
+    """G_t = r_t + gamma m_t G_{t+1} within each trajectory (terminals mark trajectory ends).
+
+    At a trajectory's last transition (a time-limit truncation in OGBench data) we bootstrap with the
+    stationary value r_T / (1 - gamma) if the state is not terminal (m_T = 1): an approximation,
+    exact when the last reward would repeat forever (e.g. the agent stays at or away from the goal).
+    """
+    returns = np.zeros_like(rewards, dtype=np.float64)
+    future = 0.0
+    for i in range(len(rewards) - 1, -1, -1):
+        if terminals[i]:
+            future = rewards[i] / (1.0 - discount) if masks[i] else 0.0
+        future = rewards[i] + discount * masks[i] * future
+        returns[i] = future
+    return returns.astype(np.float32)
