@@ -49,8 +49,9 @@ def tensors_from_dataset(train: dict[str, np.ndarray], config: TrainConfig) -> d
         "actions": torch.from_numpy(np.ascontiguousarray(train["actions"], dtype=np.float32)),
         "rewards": torch.from_numpy(reward_sum),
         "bootstrap": torch.from_numpy(bootstrap),
-        "next_observations": torch.from_numpy(
-            np.ascontiguousarray(train["next_observations"][next_index], dtype=np.float32)),
+        "next_observations": torch.from_numpy(np.ascontiguousarray(
+            train["next_observations"] if config.n_step == 1 else train["next_observations"][next_index],
+            dtype=np.float32)),
     }
     if config.reward_model == "mc":
         mc = monte_carlo_returns(train["rewards"], train["masks"], train["terminals"], config.discount)

@@ -29,7 +29,15 @@ from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha
 
 from .errors import EngineValidationError, ExportError
 from .flops import engine_flops
-from .graph import DYNAMIC_AXES_NAMES, INPUTS, OUTPUTS, agent_kind, build_engine_module, example_inputs
+from .graph import (
+    CRITIC_SOLVERS,
+    DYNAMIC_AXES_NAMES,
+    INPUTS,
+    OUTPUTS,
+    agent_kind,
+    build_engine_module,
+    example_inputs,
+)
 from .trt import BUILD_SCRIPT, build_script, default_profile, recipe
 from .validate import MAX_OPSET, contract_io, validate_engine
 
@@ -37,14 +45,16 @@ MIN_OPSET = 13  # below 17 LayerNormalization is decomposed (ReduceMean/Sub/Pow/
 SELF_CHECK_TOLERANCE = 1e-4  # max |engine - torch| / (1 + max |torch|) on the export self-check
 
 
-def _dynamic_axes(kind: str) -> dict[str, dict[int, str]]:
+def _dynamic_axes(kind: str, pruned: bool = False) -> dict[str, dict[int, str]]:
+    """Dynamic axes per tensor; a pruned engine's outputs have a fixed K1 candidate axis."""
     batch, cand, rtg = DYNAMIC_AXES_NAMES
+    out_axes: dict[int, str] = {0: batch} if pruned else {0: batch, 1: cand}
     axes: dict[str, dict[int, str]] = {
-        "obs": {0: batch}, "action_noise": {0: batch, 1: cand}, "actions": {0: batch, 1: cand},
+        "obs": {0: batch}, "action_noise": {0: batch, 1: cand}, "actions": dict(out_axes),
     }
     if kind == "evor":
         axes["rtg_noise"] = {0: batch, 1: cand, 2: rtg}
-        axes["returns"] = {0: batch, 1: cand, 2: rtg}
+        axes["returns"] = {**out_axes, 2: rtg}
     else:
         axes["q"] = {0: batch, 1: cand}
     return axes
@@ -104,22 +114,50 @@ def finalize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _shapes_for(module: torch.nn.Module, batch: int, num_candidates: int, num_rtg: int) -> tuple[int, int, int]:
+    """(B, N_pi, N) for tracing / self-checks: pruned engines need N_pi > K1 and N > N1, all sizes distinct."""
+    prune = getattr(module, "prune", None)
+    if prune is None:
+        return batch, num_candidates, num_rtg
+    keep, screen = prune
+    n_pi = max(num_candidates, keep + 2)
+    n = max(num_rtg, screen + 2)
+    while n in (n_pi, keep, batch):
+        n += 1
+    while batch in (n_pi, keep):
+        batch += 1
+    return batch, n_pi, n
+
+
 def write_onnx(module: torch.nn.Module, path: Path, kind: str, obs_dim: int, act_dim: int, opset: int) -> None:
     """Trace `module` and write it as ONNX (TorchScript exporter, constant folding, dynamic B / N_pi / N).
 
     The TorchScript exporter (dynamo=False) is used on purpose: the unrolled loops trace to a straight
     graph of plain ops with symbolic dims and no shape-guard subgraphs, and it needs no onnxscript.
     """
-    args = example_inputs(kind, obs_dim, act_dim)
+    batch, n_pi, n = _shapes_for(module, 2, 3, 4)
+    args = example_inputs(kind, obs_dim, act_dim, batch=batch, num_candidates=n_pi, num_rtg=n)
+    pruned = getattr(module, "prune", None) is not None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
         torch.onnx.export(
             module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
             input_names=list(INPUTS[kind]), output_names=list(OUTPUTS[kind]),
-            dynamic_axes=_dynamic_axes(kind), export_params=True,
+            dynamic_axes=_dynamic_axes(kind, pruned), export_params=True,
         )
     model = finalize_graph(onnx.load(str(path)))
-    model.doc_string = f"evor-edge {kind} engine (Algorithms 2-3, Euler loops unrolled)"
+    if pruned:  # the gathered outputs' dims come out as tracer names; declare the contract's
+        batch, _, rtg = DYNAMIC_AXES_NAMES
+        want = {"actions": (batch, int(module.prune[0]), int(act_dim)), "returns": (batch, int(module.prune[0]), rtg)}
+        for value in model.graph.output:
+            for dim, size in zip(value.type.tensor_type.shape.dim, want[value.name], strict=True):
+                dim.Clear()
+                if isinstance(size, str):
+                    dim.dim_param = size
+                else:
+                    dim.dim_value = size
+    model.doc_string = f"evor-edge {kind} engine (Algorithms 2-3, Euler loops unrolled)" + (
+        f"; pruned: top {module.prune[0]} of N_pi by a screen on {module.prune[1]} samples" if pruned else "")
     model.producer_name, model.producer_version = "evor-edge", __version__
     path.write_bytes(model.SerializeToString())
 
@@ -133,7 +171,7 @@ def self_check(module: torch.nn.Module, path: Path, kind: str, obs: torch.Tensor
     """
     import onnxruntime as ort
 
-    batch, n_pi, n = shapes
+    batch, n_pi, n = _shapes_for(module, *shapes)
     gen = torch.Generator().manual_seed(seed)
     obs_b = obs[torch.randint(0, obs.shape[0], (batch,), generator=gen)]
     inputs = [obs_b, torch.randn((batch, n_pi, module.act_dim), generator=gen)]
@@ -170,12 +208,14 @@ def _check_obs_samples(agent: BaseAgent, num: int = 16, seed: int = 0) -> torch.
 
 def build_manifest(
     agent: BaseAgent, kind: str, euler_steps: int, engine_sha256: str, meta: dict[str, Any],
-    source: dict[str, Any], extra: dict[str, Any],
+    source: dict[str, Any], extra: dict[str, Any], critic_steps: int | None = None, critic_solver: str = "euler",
+    prune: tuple[int, int] | None = None,
 ) -> Manifest:
     """Fill the runtime's Manifest from a loaded agent and its checkpoint metadata."""
     spec, cfg = agent.spec, agent.config
     task = (meta.get("extra") or {}).get("task") if isinstance(meta.get("extra"), dict) else None
-    flops = engine_flops(kind, spec.obs_dim, spec.act_dim, cfg.hidden_dims, euler_steps, cfg.qc_ensemble)
+    flops = engine_flops(kind, spec.obs_dim, spec.act_dim, cfg.hidden_dims, euler_steps, cfg.qc_ensemble,
+                         critic_steps=critic_steps, critic_solver=critic_solver, prune=prune)
     return Manifest(
         kind=kind,
         obs_dim=int(spec.obs_dim),
@@ -189,7 +229,7 @@ def build_manifest(
         default_num_candidates=int(cfg.num_candidates),
         default_num_rtg=int(cfg.num_rtg_eval) if kind == "evor" else 1,
         default_tau_r=float(cfg.tau_r),
-        default_tau_q=float(cfg.tau_q),
+        default_tau_q=float(cfg.tau_q) if kind == "evor" else 0.0,  # QC-1 is best-of-N (Eq. 42)
         obs_mean=[float(x) for x in spec.obs_norm.mean],
         obs_std=[float(x) for x in spec.obs_norm.std],
         env=str(task) if task else "",
@@ -199,6 +239,26 @@ def build_manifest(
         extra=extra,
         tool_version=__version__,
     )
+
+
+def parse_prune(prune: tuple[int, int] | list[int] | str | None) -> tuple[int, int] | None:
+    """(K1, N1) from "K1:N1" or a pair; None stays None. ExportError on anything else."""
+    if prune is None:
+        return None
+    try:
+        if isinstance(prune, str):
+            keep_s, sep, screen_s = prune.partition(":")
+            if not sep:
+                raise ValueError
+            keep, screen = int(keep_s), int(screen_s)
+        else:
+            keep, screen = (int(x) for x in prune)
+    except (TypeError, ValueError):
+        raise ExportError(f"--prune {prune!r}: expected K1:N1 (keep K1 candidates after a screen on N1 samples)") \
+            from None
+    if keep < 1 or screen < 1:
+        raise ExportError(f"--prune {keep}:{screen}: K1 and N1 must be >= 1")
+    return keep, screen
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -225,6 +285,9 @@ def export_engine(
     opset: int = 17,
     progress: bool = True,
     overwrite: bool = False,
+    critic_steps: int | None = None,
+    critic_solver: str = "euler",
+    prune: tuple[int, int] | str | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint to ENGINE_DIR = out_dir and return a JSON-able report.
 
@@ -232,13 +295,24 @@ def export_engine(
     flow's Euler loops unrolled, M = euler_steps or the training config's), manifest.json
     (`evor_edge.runtime.manifest.Manifest`) and build_trt.sh (the trtexec recipe for the target).
     The directory is assembled next to out_dir and renamed into place; on any failure no out_dir
-    appears. Raises ExportError (one line) for bad arguments, unreadable checkpoints, an existing
-    out_dir without overwrite, or an engine that fails validation or the onnxruntime self-check.
+    appears. Raises ExportError (one line) for bad arguments, unreadable checkpoints, an existing out_dir
+    without overwrite, or an engine that fails validation or the onnxruntime self-check.
+
+    Variants (EVOR only; defaults = the paper's computation): critic_steps K (default M) and critic_solver
+    ("euler", "heun", "midpoint") integrate the reward-to-go flow with K steps of that solver while the actor
+    keeps M Euler steps; prune=(K1, N1) or "K1:N1" screens all N_pi candidates on the first N1 rtg_noise
+    columns and outputs only the K1 best (actions [B, K1, act_dim], returns [B, K1, N]). All are recorded in
+    manifest.extra (critic_steps, critic_solver, prune) and in the FLOP model.
     """
     started = time.perf_counter()
     out = Path(out_dir)
     if euler_steps is not None and int(euler_steps) < 1:
         raise ExportError(f"--euler-steps must be >= 1, got {euler_steps}")
+    if critic_steps is not None and int(critic_steps) < 1:
+        raise ExportError(f"--critic-steps must be >= 1, got {critic_steps}")
+    if critic_solver not in CRITIC_SOLVERS:
+        raise ExportError(f"--critic-solver {critic_solver!r} is not one of {', '.join(CRITIC_SOLVERS)}")
+    prune_pair = parse_prune(prune)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (TensorRT 10 parses these)")
     if out.exists() and not out.is_dir():
@@ -259,6 +333,18 @@ def export_engine(
         except TypeError as exc:
             raise ExportError(str(exc)) from None
         steps = int(agent.config.euler_steps if euler_steps is None else euler_steps)
+        variant = kind == "evor" and (critic_steps not in (None, steps) or critic_solver != "euler"
+                                      or prune_pair is not None)
+        if kind != "evor" and (critic_steps not in (None, steps) or critic_solver != "euler"
+                               or prune_pair is not None):
+            raise ExportError("--critic-steps, --critic-solver and --prune apply to EVOR checkpoints only")
+        k_steps = int(steps if critic_steps is None else critic_steps)
+        if prune_pair is not None and prune_pair[1] > int(agent.config.num_rtg_eval):
+            raise ExportError(f"--prune {prune_pair[0]}:{prune_pair[1]}: N1 must not exceed the default N "
+                              f"({agent.config.num_rtg_eval})")
+        if prune_pair is not None and prune_pair[0] > int(agent.config.num_candidates):
+            raise ExportError(f"--prune {prune_pair[0]}:{prune_pair[1]}: K1 must not exceed the default N_pi "
+                              f"({agent.config.num_candidates})")
         spec = agent.spec
         bar.update()
 
@@ -267,7 +353,11 @@ def export_engine(
         tmp.chmod(0o755)  # mkdtemp makes 0700; the engine directory is an ordinary shared artefact
         try:
             bar.set_postfix_str("trace + write ONNX")
-            module = build_engine_module(agent, steps)
+            if kind == "evor":
+                module = build_engine_module(agent, steps, critic_steps=k_steps, critic_solver=critic_solver,
+                                             prune=prune_pair)
+            else:
+                module = build_engine_module(agent, steps)
             engine_path = tmp / ENGINE_FILE
             t0 = time.perf_counter()
             try:
@@ -278,7 +368,9 @@ def export_engine(
             bar.update()
 
             bar.set_postfix_str("validate")
-            validation = validate_engine(engine_path, kind, spec.obs_dim, spec.act_dim, max_opset=MAX_OPSET)
+            survivors = prune_pair[0] if prune_pair is not None else None
+            validation = validate_engine(engine_path, kind, spec.obs_dim, spec.act_dim, max_opset=MAX_OPSET,
+                                         survivors=survivors)
             bar.update()
 
             bar.set_postfix_str("onnxruntime self-check")
@@ -286,7 +378,7 @@ def export_engine(
             bar.update()
 
             bar.set_postfix_str("manifest + TensorRT recipe")
-            exp_in, exp_out = contract_io(kind, spec.obs_dim, spec.act_dim)
+            exp_in, exp_out = contract_io(kind, spec.obs_dim, spec.act_dim, survivors)
             source = {"path": str(Path(loaded.path).resolve()), "step": int(loaded.step), "sha256": loaded.sha256}
             extra: dict[str, Any] = {
                 "opset": int(opset),
@@ -298,9 +390,23 @@ def export_engine(
                 "num_nodes": validation["num_nodes"],
                 "hoisted": True,
                 "self_check": check,
+                "variant": bool(variant),
                 "onnx_export_seconds": round(onnx_seconds, 3),
             }
-            manifest = build_manifest(agent, kind, steps, sha256_file(engine_path), loaded.meta, source, extra)
+            if kind == "evor":
+                extra["critic_steps"] = k_steps
+                extra["critic_solver"] = critic_solver
+                extra["prune"] = None if prune_pair is None else {
+                    "survivors": prune_pair[0], "screen_rtg": prune_pair[1],
+                    "screen_tau_r": float(module.prune_tau_r),
+                    "outputs": "actions [B, survivors, act_dim] and returns [B, survivors, N] of the top "
+                               "`survivors` candidates by logsumexp(returns[..., :screen_rtg] / screen_tau_r), "
+                               "in descending screen score; inputs unchanged; needs N_pi >= survivors and "
+                               "N >= screen_rtg",
+                }
+            manifest = build_manifest(agent, kind, steps, sha256_file(engine_path), loaded.meta, source, extra,
+                                      critic_steps=k_steps if kind == "evor" else None,
+                                      critic_solver=critic_solver, prune=prune_pair)
             manifest.extra["tensorrt"] = recipe(manifest)
             manifest.extra["export_seconds"] = round(time.perf_counter() - started, 3)
             (tmp / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
@@ -325,6 +431,9 @@ def export_engine(
         "engine_dir": str(out),
         "kind": kind,
         "euler_steps": steps,
+        "critic_steps": manifest.extra.get("critic_steps"),
+        "critic_solver": manifest.extra.get("critic_solver"),
+        "prune": manifest.extra.get("prune"),
         "engine_bytes": engine_file.stat().st_size,
         "export_seconds": manifest.extra["export_seconds"],
         "engine": str(engine_file),
