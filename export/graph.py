@@ -27,11 +27,25 @@ TorchScript exporter writes as Erf at opset 17; LayerNormalization on value netw
 stays float32. The first layer's pre-activation is formed by broadcasting in the [B, N_pi(, N), hidden]
 layout; the rest of each network runs on rows flattened to 2-D [B*N_pi(*N), hidden] (one Gemm per layer)
 and the velocity is reshaped back to the Euler state's shape.
+
+Export-time variants of the reward-to-go flow (defaults = the paper's computation, M Euler steps):
+
+* critic_steps K / critic_solver: the critic's ODE dz/dt = s(z | x, a, t) is integrated with K steps of
+  "euler" (1 velocity evaluation per step), "heun" (explicit trapezoid, 2 evaluations: t_m and t_m + h) or
+  "midpoint" (2 evaluations: t_m and t_m + h/2), h = 1/K. The actor always keeps M Euler steps, so the
+  candidates are the paper's. See `integrate_flow`.
+* prune (K1, N1): score every candidate on the first N1 columns of rtg_noise, keep the K1 best with TopK
+  (score = logsumexp(returns / tau_screen), the Q* ranking at the export's tau_R), gather their actions,
+  hoisted critic biases and rtg_noise rows (GatherElements) and integrate all N columns for the survivors.
+  Pruned engines output actions [B, K1, act_dim] and returns [B, K1, N] (survivors in descending screen
+  score); the manifest's extra["prune"] says so and the runtime selects among the survivors. With the
+  same rtg_noise, a survivor's returns are exactly what the full engine computes for that candidate, so
+  the pruned engine picks the full engine's choice whenever that candidate survives the screen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +55,8 @@ from evor_edge.agents import BaseAgent, EvorAgent, QCAgent
 from evor_edge.networks import MLP
 
 INPUTS = {"evor": ("obs", "action_noise", "rtg_noise"), "qc": ("obs", "action_noise")}
+CRITIC_SOLVERS = ("euler", "heun", "midpoint")
+EVALS_PER_STEP = {"euler": 1, "heun": 2, "midpoint": 2}
 OUTPUTS = {"evor": ("actions", "returns"), "qc": ("actions", "q")}
 DYNAMIC_AXES_NAMES = ("batch", "num_candidates", "num_rtg")
 
@@ -117,6 +133,48 @@ def _buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
     module.register_buffer(name, _const(value), persistent=False)
 
 
+def _f32(x: float) -> float:
+    """x rounded to float32 (time constants are built as the torch reference builds them)."""
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+def solver_stage_times(steps: int, solver: str) -> list[tuple[float, float]]:
+    """(t_m, t_stage) per step: t_stage = t_m (euler), t_m + h (heun) or t_m + h / 2 (midpoint); h = 1/steps."""
+    if solver not in CRITIC_SOLVERS:
+        raise ValueError(f"unknown critic solver {solver!r}; choose one of {CRITIC_SOLVERS}")
+    if steps < 1:
+        raise ValueError(f"critic steps must be >= 1, got {steps}")
+    h = 1.0 / steps
+    offset = {"euler": 0.0, "heun": 1.0, "midpoint": 0.5}[solver]
+    return [(_f32(m * h), _f32((m + offset) * h)) for m in range(steps)]
+
+
+def integrate_flow(
+    velocity: Callable[[torch.Tensor, float], torch.Tensor], z0: torch.Tensor, steps: int, solver: str = "euler",
+) -> torch.Tensor:
+    """Integrate dz/dt = velocity(z, t) from t = 0 to 1 in `steps` uniform steps (h = 1/steps), unrolled.
+
+    euler:    z += h v(z, t_m)                                           (1 evaluation per step)
+    heun:     k1 = v(z, t_m); k2 = v(z + h k1, t_m + h); z += h/2 (k1 + k2)     (2, second order)
+    midpoint: k1 = v(z, t_m); k2 = v(z + h/2 k1, t_m + h/2); z += h k2          (2, second order)
+
+    `velocity` gets t as a Python float (float32-rounded), so the exporter can fold per-time constants.
+    """
+    h = 1.0 / steps
+    z = z0
+    for t, t_stage in solver_stage_times(steps, solver):
+        k1 = velocity(z, t)
+        if solver == "euler":
+            z = z + h * k1
+        elif solver == "heun":
+            k2 = velocity(z + h * k1, t_stage)
+            z = z + (0.5 * h) * (k1 + k2)
+        else:
+            k2 = velocity(z + (0.5 * h) * k1, t_stage)
+            z = z + h * k2
+    return z
+
+
 class _ObsAndBounds(nn.Module):
     """Observation normalisation, action box and return scaling shared by both engine kinds."""
 
@@ -164,38 +222,96 @@ class _ObsAndBounds(nn.Module):
 
 
 class EvorEngine(_ObsAndBounds):
-    """(obs, action_noise, rtg_noise) -> (actions, returns): Algorithms 2-3 without the selection."""
+    """(obs, action_noise, rtg_noise) -> (actions, returns): Algorithms 2-3 without the selection.
+
+    critic_steps / critic_solver / prune: see the module docstring (defaults: M Euler steps, no pruning).
+    """
 
     kind = "evor"
 
-    def __init__(self, agent: EvorAgent, euler_steps: int):
+    def __init__(self, agent: EvorAgent, euler_steps: int, critic_steps: int | None = None,
+                 critic_solver: str = "euler", prune: tuple[int, int] | None = None,
+                 prune_tau_r: float | None = None):
         super().__init__(agent, euler_steps)
+        self.critic_steps = int(euler_steps if critic_steps is None else critic_steps)
+        self.critic_solver = str(critic_solver)
+        self.critic_dt = 1.0 / self.critic_steps
+        stages = solver_stage_times(self.critic_steps, self.critic_solver)  # validates steps and solver
         critic = agent.critic.mlp
         w_obs, w_act, w_z, w_t = _split_first(critic, (self.obs_dim, self.act_dim, 1, 1))
         _buffer(self, "critic_w_obs", w_obs)
         _buffer(self, "critic_w_act", w_act)
         _buffer(self, "critic_w_z", w_z[0])  # rank-1 column: z * w_z
         _buffer(self, "critic_b", critic.first.bias.detach())
-        for m, t in enumerate(self.times):
-            _buffer(self, f"critic_t{m}", w_t[0] * t)
+        # W_t * t for every time the solver evaluates at (t = 0 needs none): critic_t{m} on the step grid
+        # (the names the default Euler engine always had), critic_s{j} for extra stage times.
+        self._critic_time_buffer: dict[float, str] = {}
+        for m, (t, _) in enumerate(stages):
+            if t != 0.0 and t not in self._critic_time_buffer:
+                _buffer(self, f"critic_t{m}", w_t[0] * t)
+                self._critic_time_buffer[t] = f"critic_t{m}"
+        for j, (_, t) in enumerate(stages):
+            if self.critic_solver != "euler" and t != 0.0 and t not in self._critic_time_buffer:
+                _buffer(self, f"critic_s{j}", w_t[0] * t)
+                self._critic_time_buffer[t] = f"critic_s{j}"
         self.critic_tail = _Tail(critic)
+        self.prune: tuple[int, int] | None = None
+        if prune is not None:
+            keep, screen = (int(prune[0]), int(prune[1]))
+            if keep < 1 or screen < 1:
+                raise ValueError(f"prune K1:N1 needs K1 >= 1 and N1 >= 1, got {keep}:{screen}")
+            self.prune = (keep, screen)
+        tau = float(agent.config.tau_r if prune_tau_r is None else prune_tau_r)
+        if not tau > 0.0:
+            raise ValueError(f"the pruning screen's tau_R must be > 0, got {tau}")
+        self.prune_tau_r = tau
+        # screen score = logsumexp(returns / tau) up to a constant; returns = u * half_width + center
+        self._screen_scale = float("inf") if tau == float("inf") else self.return_half_width / tau
+
+    def candidate_bias(self, obs_n: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The critic's first-layer pre-activation without its z and t columns: [B, N_pi, 1, H]."""
+        g_x = torch.matmul(obs_n, self.critic_w_obs) + self.critic_b  # [B, H], per observation
+        return (torch.matmul(actions, self.critic_w_act) + g_x.unsqueeze(1)).unsqueeze(2)
+
+    def integrate_returns(self, g: torch.Tensor, rtg_noise: torch.Tensor) -> torch.Tensor:
+        """Normalised reward-to-go samples u = z^1 [B, K, N] from rtg_noise [B, K, N] and biases g [B, K, 1, H]."""
+
+        def velocity(z: torch.Tensor, t: float) -> torch.Tensor:
+            bias = g + getattr(self, self._critic_time_buffer[t]) if t != 0.0 else g  # per candidate
+            return self.critic_tail(z * self.critic_w_z + bias, z)  # [B, K, N, 1]
+
+        z = integrate_flow(velocity, rtg_noise.unsqueeze(-1), self.critic_steps, self.critic_solver)
+        return z.squeeze(-1)
 
     def sample_returns(self, obs_n: torch.Tensor, actions: torch.Tensor, rtg_noise: torch.Tensor) -> torch.Tensor:
-        """Algorithm 2's inner loop: N reward-to-go samples per candidate, M Euler steps unrolled."""
-        g_x = torch.matmul(obs_n, self.critic_w_obs) + self.critic_b  # [B, H], per observation
-        g = (torch.matmul(actions, self.critic_w_act) + g_x.unsqueeze(1)).unsqueeze(2)  # [B, N_pi, 1, H]
-        z = rtg_noise.unsqueeze(-1)  # [B, N_pi, N, 1]
-        for m, t in enumerate(self.times):
-            bias = g + getattr(self, f"critic_t{m}") if t != 0.0 else g  # per candidate
-            v = self.critic_tail(z * self.critic_w_z + bias, z)  # [B, N_pi, N, 1]
-            z = z + self.dt * v
-        return self.denormalize_returns(z.squeeze(-1))
+        """Algorithm 2's inner loop: N reward-to-go samples per candidate, the critic's solver unrolled."""
+        return self.denormalize_returns(self.integrate_returns(self.candidate_bias(obs_n, actions), rtg_noise))
+
+    def pruned(self, obs_n: torch.Tensor, actions: torch.Tensor,
+               rtg_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Screen N_pi candidates on rtg_noise[..., :N1], refine the top K1 with all N columns."""
+        assert self.prune is not None
+        keep, screen = self.prune
+        g = self.candidate_bias(obs_n, actions)  # [B, N_pi, 1, H]
+        u_screen = self.integrate_returns(g, rtg_noise[:, :, :screen])  # [B, N_pi, N1]
+        if self._screen_scale == float("inf"):
+            score = u_screen.mean(dim=-1)
+        else:
+            score = torch.logsumexp(u_screen * self._screen_scale, dim=-1)  # Q* ranking up to a constant
+        _, idx = torch.topk(score, keep, dim=1, largest=True, sorted=True)  # [B, K1]
+        idx3 = idx.unsqueeze(-1)
+        chosen = torch.gather(actions, 1, idx3.expand(-1, -1, actions.shape[-1]))  # [B, K1, act]
+        g_kept = torch.gather(g, 1, idx3.unsqueeze(-1).expand(-1, -1, 1, g.shape[-1]))  # [B, K1, 1, H]
+        noise_kept = torch.gather(rtg_noise, 1, idx3.expand(-1, -1, rtg_noise.shape[-1]))  # [B, K1, N]
+        return chosen, self.denormalize_returns(self.integrate_returns(g_kept, noise_kept))
 
     def forward(
         self, obs: torch.Tensor, action_noise: torch.Tensor, rtg_noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         obs_n = self.normalize(obs)
         actions = self.sample_actions(obs_n, action_noise)
+        if self.prune is not None:
+            return self.pruned(obs_n, actions, rtg_noise)
         return actions, self.sample_returns(obs_n, actions, rtg_noise)
 
 
@@ -240,11 +356,25 @@ class QCEngine(_ObsAndBounds):
         return actions, self.q_values(obs_n, actions)
 
 
-def build_engine_module(agent: BaseAgent, euler_steps: int | None = None) -> EvorEngine | QCEngine:
-    """The export-only module of a loaded agent; euler_steps defaults to the training config's."""
+def build_engine_module(
+    agent: BaseAgent, euler_steps: int | None = None, critic_steps: int | None = None,
+    critic_solver: str = "euler", prune: tuple[int, int] | None = None, prune_tau_r: float | None = None,
+) -> EvorEngine | QCEngine:
+    """The export-only module of a loaded agent; euler_steps defaults to the training config's.
+
+    critic_steps (default: euler_steps), critic_solver and prune apply to EVOR engines only (ValueError
+    for QC-1 when they differ from the defaults).
+    """
     steps = int(agent.config.euler_steps if euler_steps is None else euler_steps)
     kind = agent_kind(agent)
-    module = EvorEngine(agent, steps) if kind == "evor" else QCEngine(agent, steps)  # type: ignore[arg-type]
+    if kind == "evor":
+        module: EvorEngine | QCEngine = EvorEngine(
+            agent, steps, critic_steps=critic_steps, critic_solver=critic_solver, prune=prune,  # type: ignore[arg-type]
+            prune_tau_r=prune_tau_r)
+    else:
+        if (critic_steps not in (None, steps)) or critic_solver != "euler" or prune is not None:
+            raise ValueError("critic steps, critic solver and pruning apply to EVOR engines only (not QC-1)")
+        module = QCEngine(agent, steps)  # type: ignore[arg-type]
     return module.eval()
 
 

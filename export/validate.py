@@ -38,6 +38,8 @@ TENSORRT10_ALLOWED_OPS: frozenset[str] = frozenset({
     # shapes and data movement
     "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Expand", "Flatten", "Gather", "Identity",
     "Reshape", "Shape", "Slice", "Split", "Squeeze", "Tile", "Transpose", "Unsqueeze",
+    # candidate pruning (export --prune): TopK with a constant K, GatherElements of the survivors' rows
+    "TopK", "GatherElements",
     # explicit quantisation (INT8 QDQ variant; zero points must be 0 for TensorRT)
     "QuantizeLinear", "DequantizeLinear",
 })
@@ -54,22 +56,30 @@ FORBIDDEN_OPS: frozenset[str] = frozenset({
 _CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
     "Unsqueeze": (1,), "Squeeze": (1,), "Slice": (3,),
     "ReduceMax": (1,), "ReduceMean": (1,), "ReduceMin": (1,), "ReduceSum": (1,), "ReduceSumSquare": (1,),
-    "ReduceLogSumExp": (1,), "ReduceProd": (1,),
+    "ReduceLogSumExp": (1,), "ReduceProd": (1,), "TopK": (1,),
 }
 
 # Symbolic dims: (name, dims) with ints = fixed size taken from the manifest, strings = dynamic axes.
 _BATCH, _CAND, _RTG = "batch", "num_candidates", "num_rtg"
 
 
-def contract_io(kind: str, obs_dim: int, act_dim: int) -> tuple[dict[str, tuple], dict[str, tuple]]:
-    """The engine contract's inputs and outputs: name -> dims (str = dynamic axis name, int = fixed)."""
+def contract_io(kind: str, obs_dim: int, act_dim: int,
+                survivors: int | None = None) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """The engine contract's inputs and outputs: name -> dims (str = dynamic axis name, int = fixed).
+
+    survivors = K1 for a pruned EVOR engine (export --prune K1:N1): same inputs, outputs
+    actions [batch, K1, act_dim] and returns [batch, K1, num_rtg] (the survivors of the screen).
+    """
     if kind not in ("evor", "qc"):
         raise EngineValidationError(f"unknown engine kind {kind!r}")
+    if survivors is not None and (kind != "evor" or int(survivors) < 1):
+        raise EngineValidationError(f"survivors={survivors!r}: only EVOR engines can be pruned, with K1 >= 1")
+    out_cand: str | int = _CAND if survivors is None else int(survivors)
     inputs: dict[str, tuple] = {"obs": (_BATCH, obs_dim), "action_noise": (_BATCH, _CAND, act_dim)}
-    outputs: dict[str, tuple] = {"actions": (_BATCH, _CAND, act_dim)}
+    outputs: dict[str, tuple] = {"actions": (_BATCH, out_cand, act_dim)}
     if kind == "evor":
         inputs["rtg_noise"] = (_BATCH, _CAND, _RTG)
-        outputs["returns"] = (_BATCH, _CAND, _RTG)
+        outputs["returns"] = (_BATCH, out_cand, _RTG)
     else:
         outputs["q"] = (_BATCH, _CAND)
     return inputs, outputs
@@ -133,6 +143,7 @@ def validate_engine(
     obs_dim: int | None = None,
     act_dim: int | None = None,
     max_opset: int = MAX_OPSET,
+    survivors: int | None = None,
 ) -> dict[str, Any]:
     """Check an engine graph against the contract; return a JSON-able summary, raise EngineValidationError.
 
@@ -141,7 +152,9 @@ def validate_engine(
     `TENSORRT10_ALLOWED_OPS` and none in `FORBIDDEN_OPS` (subgraphs included); constant axes where
     TensorRT needs them; input / output names, FLOAT dtype and shapes per the contract with B, N_pi, N
     symbolic ("batch", "num_candidates", "num_rtg"). kind / obs_dim / act_dim default to what the graph
-    declares (kind from its output names).
+    declares (kind from its output names). survivors = K1 checks a pruned engine's outputs ([batch, K1, ...]);
+    with survivors=None a graph whose outputs have a fixed candidate axis and that contains TopK is read as
+    pruned (K1 from the graph).
     """
     if not isinstance(model, onnx.ModelProto):
         path = Path(model)
@@ -200,7 +213,12 @@ def validate_engine(
     if act_dim is None and "action_noise" in inputs_by_name:
         dims = _dims(inputs_by_name["action_noise"])
         act_dim = dims[-1] if dims and isinstance(dims[-1], int) else -1
-    exp_in, exp_out = contract_io(kind, int(obs_dim or -1), int(act_dim or -1))
+    if survivors is None and "TopK" in counts:
+        outputs_by_name = {v.name: v for v in graph.output}
+        dims = _dims(outputs_by_name["actions"]) if "actions" in outputs_by_name else []
+        if len(dims) == 3 and isinstance(dims[1], int):
+            survivors = dims[1]
+    exp_in, exp_out = contract_io(kind, int(obs_dim or -1), int(act_dim or -1), survivors)
     initializer_names = {init.name for init in graph.initializer}
     _check_io([v for v in graph.input if v.name not in initializer_names], exp_in, "inputs")
     _check_io(list(graph.output), exp_out, "outputs")
@@ -216,4 +234,5 @@ def validate_engine(
         "op_types": dict(sorted(counts.items())),
         "inputs": {k: list(v) for k, v in exp_in.items()},
         "outputs": {k: list(v) for k, v in exp_out.items()},
+        "survivors": survivors,
     }
