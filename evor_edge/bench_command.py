@@ -1,31 +1,41 @@
-"""`evor-edge bench`: open an engine, optionally fit (N_pi, N) to the deadline, run at a fixed rate.
+"""`evor-edge bench`: open an engine, optionally fit the configuration to the deadline, run at a fixed rate.
 
 Torch-free: uses only evor_edge.runtime (numpy + onnxruntime), so it runs on the robot install.
+
+``--fit`` uses the engine directory's quality/latency frontier (``frontier.json``, written by
+``benchmarks/frontier.py``; or ``--frontier FILE``) when there is one: the configuration with the best
+selection agreement against the full FP32 paper configuration whose p99, measured here, meets the
+deadline. Without a frontier it falls back to the largest N_pi * N that fits.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.bench import (
-    fit as fit_budget,
-)
-from evor_edge.runtime.bench import (
+    FRONTIER_FILE,
     load_dataset_observations,
+    load_frontier,
     observations_from_manifest,
     plot_histogram,
     run_bench,
+)
+from evor_edge.runtime.bench import (
+    fit as fit_budget,
 )
 
 
 def bench_engine(
     engine_dir: str, hz: float = 50.0, ticks: int = 500, num_candidates: int | None = None,
     num_rtg: int | None = None, batch: int = 1, backend: str = "auto", dataset_path: str | None = None,
-    fit: bool = False, plot_path: str | None = None, seed: int = 0,
+    fit: bool = False, plot_path: str | None = None, seed: int = 0, crn: bool = False,
+    rtg_top_k: int | None = None, frontier_path: str | None = None, use_frontier: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     policy = EvorPolicy.load(engine_dir, backend=backend, num_candidates=num_candidates, num_rtg=num_rtg,
-                             seed=seed)
+                             seed=seed, common_rtg_noise=crn, rtg_top_k=rtg_top_k, intra_op_threads=threads)
     if dataset_path:
         observations = load_dataset_observations(dataset_path, limit=4096)
         if observations.shape[-1] != policy.obs_dim:
@@ -35,13 +45,34 @@ def bench_engine(
         observations = observations_from_manifest(policy.manifest, 4096)
     fit_report = None
     if fit:
-        fit_report = fit_budget(hz=hz, policy=policy, observations=observations)
+        frontier = None
+        if frontier_path is not None:
+            frontier = load_frontier(frontier_path)
+        elif use_frontier and (Path(engine_dir) / FRONTIER_FILE).is_file():
+            frontier = load_frontier(Path(engine_dir) / FRONTIER_FILE)
+        fit_report = fit_budget(hz=hz, policy=policy, observations=observations, frontier=frontier,
+                                backend=backend)
         chosen = fit_report["chosen"]
         if chosen is None:
-            raise ValueError(f"no (N_pi, N) on the grid meets the {1e3 / hz:.1f} ms deadline on this machine")
-        policy.set_num_candidates(chosen["num_candidates"])
-        if chosen["num_rtg"]:
-            policy.set_num_rtg(chosen["num_rtg"])
+            what = "frontier configuration" if frontier is not None else "(N_pi, N) on the grid"
+            raise ValueError(f"no {what} meets the {1e3 / hz:.1f} ms deadline on this machine")
+        if frontier is not None:
+            engine = chosen.get("engine") or "."
+            target = Path(engine) if Path(engine).is_absolute() else Path(frontier["_dir"]) / engine
+            if target.resolve() != Path(engine_dir).resolve():
+                policy.close()
+                policy = EvorPolicy.load(target, backend=backend, seed=seed, intra_op_threads=threads)
+                engine_dir = str(target)
+            policy.set_rtg_top_k(None)
+            policy.set_num_candidates(chosen["num_candidates"])
+            if policy.kind == "evor":
+                policy.set_num_rtg(chosen.get("num_rtg") or policy.num_rtg)
+                policy.set_rtg_top_k(chosen.get("rtg_top_k"))
+                policy.set_common_rtg_noise(bool(chosen.get("common_rtg_noise")))
+        else:
+            policy.set_num_candidates(chosen["num_candidates"])
+            if chosen["num_rtg"]:
+                policy.set_num_rtg(chosen["num_rtg"])
     report = run_bench(policy, hz, ticks, observations, batch=batch, keep_latencies=bool(plot_path))
     if plot_path:
         plot_histogram(report.pop("latencies_ms"), 1e3 / hz, plot_path,
@@ -50,5 +81,6 @@ def bench_engine(
     report["engine_dir"] = str(engine_dir)
     report["precision"] = policy.manifest.precision
     if fit_report is not None:
-        report["fit"] = {**fit_report["chosen"], "table": fit_report["table"]}
+        report["fit"] = {**fit_report["chosen"], "mode": fit_report.get("mode", "grid"),
+                         "metric": fit_report.get("metric"), "table": fit_report["table"]}
     return report

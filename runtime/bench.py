@@ -1,6 +1,15 @@
 """Latency benchmarking at a control rate, budget fitting and a latency histogram (torch-free).
 
 Every function returns JSON-able dicts; the `evor-edge bench` CLI wires them up.
+
+Budget fitting (:func:`fit`) has two modes:
+
+* grid (no frontier): the largest N_pi * N whose p99 fits the period (latency only);
+* frontier: a quality/latency frontier file (``frontier.json`` in the engine directory, written by
+  ``benchmarks/frontier.py``) lists configurations (engine variant, N_pi, N, rtg_top_k, CRN) with
+  their selection agreement against the full FP32 paper configuration. The configurations are
+  re-timed here, best agreement first, and the first whose p99 meets the deadline wins: the best
+  agreement that fits, with both numbers reported. See :func:`choose_from_frontier`.
 """
 
 from __future__ import annotations
@@ -21,7 +30,10 @@ from .manifest import Manifest
 __all__ = [
     "DEFAULT_N_GRID",
     "DEFAULT_NPI_GRID",
+    "FRONTIER_FILE",
+    "choose_from_frontier",
     "fit",
+    "load_frontier",
     "flops_per_tick",
     "latency_stats",
     "load_dataset_observations",
@@ -33,6 +45,8 @@ __all__ = [
 
 DEFAULT_NPI_GRID = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_N_GRID = (1, 2, 4, 8, 16, 32, 50)
+FRONTIER_FILE = "frontier.json"
+FRONTIER_FORMAT = "evor-edge-frontier"
 _SPIN_S = 0.0005  # sleep until this close to a deadline, then spin (time.sleep is coarse)
 
 
@@ -53,7 +67,9 @@ def flops_per_tick(manifest: Manifest, batch: int, num_candidates: int, num_rtg:
     """FLOPs of one engine call from the manifest's ``flops`` spec, or None when absent.
 
     Spec: ``{"per_tick": {"const": c, "per_candidate": a, "per_candidate_sample": b}}`` meaning
-    ``flops(B, N_pi, N) = B * (c + N_pi * a + N_pi * N * b)``.
+    ``flops(B, N_pi, N) = B * (c + N_pi * a + N_pi * N * b)``; pruned engines add
+    ``"per_survivor_sample": s, "survivors": K1`` for ``+ B * min(K1, N_pi) * N * s``. N is the
+    engine's N (rtg_top_k when the policy feeds only the tail).
     """
     spec = manifest.flops.get("per_tick") if isinstance(manifest.flops, dict) else None
     if not isinstance(spec, dict):
@@ -62,10 +78,12 @@ def flops_per_tick(manifest: Manifest, batch: int, num_candidates: int, num_rtg:
         c = float(spec.get("const", 0.0))
         a = float(spec.get("per_candidate", 0.0))
         b = float(spec.get("per_candidate_sample", 0.0))
+        s = float(spec.get("per_survivor_sample", 0.0))
+        k1 = min(int(spec.get("survivors", 0)), num_candidates)
     except (TypeError, ValueError):
         return None
     n = num_rtg if manifest.kind == "evor" else 1
-    value = batch * (c + num_candidates * a + num_candidates * n * b)
+    value = batch * (c + num_candidates * a + num_candidates * n * b + k1 * n * s)
     return value if math.isfinite(value) and value > 0 else None
 
 
@@ -211,8 +229,9 @@ def run_bench(
     elapsed = last_end - first_start
     stats = latency_stats(latency)
     shape = (batch, int(getattr(policy, "num_candidates", 0)), int(getattr(policy, "num_rtg", 0)))
+    engine_n = int(getattr(policy, "engine_num_rtg", shape[2]))
     manifest = getattr(policy, "manifest", None)
-    flops = flops_per_tick(manifest, *shape) if manifest is not None else None
+    flops = flops_per_tick(manifest, shape[0], shape[1], engine_n) if manifest is not None else None
     result = {
         "hz": float(hz),
         "period_ms": period * 1e3,
@@ -221,6 +240,7 @@ def run_bench(
         "batch": batch,
         "num_candidates": shape[1],
         "num_rtg": shape[2] if getattr(policy, "kind", "evor") == "evor" else None,
+        "engine_num_rtg": engine_n if getattr(policy, "kind", "evor") == "evor" else None,
         "latency_ms": stats,
         "engine_ms": latency_stats(engine[np.isfinite(engine)]),
         "deadline_misses": misses,
@@ -254,6 +274,129 @@ def _timed_point(policy: Any, feeds: list[np.ndarray], ticks: int, warmup: int) 
     return lat
 
 
+_POINT_KEYS = ("engine", "num_candidates", "num_rtg", "rtg_top_k", "common_rtg_noise", "critic_steps",
+               "critic_solver", "prune")
+
+
+def load_frontier(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a frontier JSON (``benchmarks/frontier.py``); ValueError with one line if bad."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read frontier {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FRONTIER_FORMAT:
+        raise ValueError(f"{path} is not an evor-edge frontier file (format {FRONTIER_FORMAT!r})")
+    points = data.get("points")
+    if not isinstance(points, list) or not points:
+        raise ValueError(f"{path} has no frontier points")
+    metric = data.get("metric", "agreement")
+    for i, point in enumerate(points):
+        if not isinstance(point, dict) or "num_candidates" not in point or metric not in point:
+            raise ValueError(f"{path}: point {i} lacks num_candidates or {metric!r}")
+    data["_dir"] = str(path.parent)
+    return data
+
+
+def choose_from_frontier(
+    points: Sequence[dict[str, Any]], budget_ms: float, metric: str = "agreement",
+    latency_key: str = "p99_ms",
+) -> dict[str, Any] | None:
+    """The point with the best ``metric`` whose ``latency_key`` <= budget_ms (None if none fits).
+
+    Ties on the metric go to the lower latency. Points without a latency are never chosen.
+    """
+    fitting = [p for p in points if p.get(latency_key) is not None and p.get(metric) is not None
+               and float(p[latency_key]) <= budget_ms]
+    if not fitting:
+        return None
+    return max(fitting, key=lambda p: (float(p[metric]), -float(p[latency_key])))
+
+
+def _frontier_policy(point: dict[str, Any], base: Any, frontier_dir: str, cache: dict[str, Any],
+                     backend: str, providers: list[Any] | None) -> Any:
+    """The policy of a frontier point: `base` when the point's engine is base's, else a loaded one (cached)."""
+    from .policy import EvorPolicy
+
+    engine = point.get("engine") or "."
+    path = Path(engine) if Path(engine).is_absolute() else Path(frontier_dir) / engine
+    base_dir = getattr(base, "engine_dir", None)
+    if base_dir is not None and Path(base_dir).resolve() == path.resolve():
+        policy = base
+    else:
+        key = str(path.resolve())
+        if key not in cache:
+            threads = base.backend.describe().get("intra_op_threads") if hasattr(base, "backend") else None
+            cache[key] = EvorPolicy.load(path, backend=backend, providers=providers, intra_op_threads=threads)
+        policy = cache[key]
+    policy.set_rtg_top_k(None)  # settings are applied in an order that keeps every step valid
+    policy.set_num_candidates(int(point["num_candidates"]))
+    if policy.kind == "evor":
+        policy.set_num_rtg(int(point.get("num_rtg") or policy.num_rtg))
+        policy.set_rtg_top_k(point.get("rtg_top_k"))
+        policy.set_common_rtg_noise(bool(point.get("common_rtg_noise", False)))
+    return policy
+
+
+def _fit_frontier(policy: Any, hz: float, budget_ms: float, frontier: dict[str, Any], feeds: list[np.ndarray],
+                  ticks: int, warmup: int, measure: bool, backend: str,
+                  providers: list[Any] | None) -> dict[str, Any]:
+    metric = frontier.get("metric", "agreement")
+    points = sorted(frontier["points"], key=lambda p: (-float(p[metric]), float(p.get("p99_ms") or math.inf)))
+    cache: dict[str, Any] = {}
+    table: list[dict[str, Any]] = []
+    chosen = None
+    saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state,
+             getattr(policy, "rtg_top_k", None), getattr(policy, "common_rtg_noise", False))
+    try:
+        for point in points:
+            row = {k: point.get(k) for k in _POINT_KEYS}
+            row[metric] = point[metric]
+            row["stored_p99_ms"] = point.get("p99_ms")
+            if chosen is not None:
+                row.update(status="not needed", p50_ms=None, p99_ms=None, fits=None)
+                table.append(row)
+                continue
+            if measure:
+                try:
+                    target = _frontier_policy(point, policy, frontier["_dir"], cache, backend, providers)
+                except ValueError as exc:  # EngineError included: a point this runtime cannot open
+                    row.update(status=f"unusable: {exc}", p50_ms=None, p99_ms=None, fits=False)
+                    table.append(row)
+                    continue
+                lat = latency_stats(_timed_point(target, feeds, ticks, warmup))
+                row.update(status="measured", p50_ms=lat["p50_ms"], p99_ms=lat["p99_ms"], max_ms=lat["max_ms"])
+            else:
+                row.update(status="stored", p50_ms=point.get("p50_ms"), p99_ms=point.get("p99_ms"))
+            row["fits"] = row["p99_ms"] is not None and row["p99_ms"] <= budget_ms
+            table.append(row)
+            if row["fits"]:
+                chosen = row
+    finally:
+        policy.set_rtg_top_k(None)
+        policy.set_num_candidates(saved[0])
+        policy.set_num_rtg(saved[1])
+        policy.set_rtg_top_k(saved[3])
+        policy.set_common_rtg_noise(saved[4])
+        policy.rng.bit_generator.state = saved[2]
+        for other in cache.values():
+            if other is not policy:
+                other.close()
+    return {
+        "hz": float(hz),
+        "budget_ms": budget_ms,
+        "mode": "frontier",
+        "metric": metric,
+        "latency": "measured here" if measure else "stored in the frontier file",
+        "ticks_per_point": ticks if measure else None,
+        "chosen": None if chosen is None else dict(chosen),
+        "table": table,
+        "backend": policy.describe() if hasattr(policy, "describe") else None,
+    }
+
+
 def fit(
     engine_dir: str | os.PathLike[str] | None = None,
     hz: float = 50.0,
@@ -267,13 +410,22 @@ def fit(
     observations: np.ndarray | None = None,
     backend: str = "auto",
     providers: list[Any] | None = None,
+    frontier: str | os.PathLike[str] | dict[str, Any] | None = None,
+    measure: bool = True,
 ) -> dict[str, Any]:
-    """Largest (N_pi, N) whose p99 latency fits the control period (times ``budget_fraction``).
+    """Fit the configuration to the control period (times ``budget_fraction``).
 
-    Each grid point is timed with ``ticks`` back-to-back calls (not rate limited) after
-    ``warmup`` calls. Latency is assumed monotone in N_pi and N, so points that dominate a
-    failing point are skipped (marked ``"skipped"``). Among fitting points the largest
-    N_pi * N wins, ties going to the larger N_pi. For kind "qc" engines only N_pi is searched.
+    Without ``frontier``: the largest (N_pi, N) whose p99 latency fits. Each grid point is timed
+    with ``ticks`` back-to-back calls (not rate limited) after ``warmup`` calls. Latency is assumed
+    monotone in N_pi and N, so points that dominate a failing point are skipped (marked
+    ``"skipped"``). Among fitting points the largest N_pi * N wins, ties going to the larger N_pi.
+    For kind "qc" engines only N_pi is searched. Grid points a pruned engine cannot run
+    (N_pi < K1, N < N1) are marked ``"invalid"``.
+
+    With ``frontier`` (a path or a loaded dict, see :func:`load_frontier`): the configurations are
+    tried best ``metric`` (agreement) first, each timed here (``measure=True``; else the file's p99
+    is used), and the first whose p99 fits is chosen. ``chosen`` then carries the configuration,
+    its agreement, the p99 measured here and the p99 stored in the file.
     """
     if policy is None:
         if engine_dir is None:
@@ -284,6 +436,14 @@ def fit(
     if hz <= 0 or not math.isfinite(hz):
         raise ValueError(f"hz must be a positive number, got {hz}")
     budget_ms = 1e3 / hz * budget_fraction
+    if frontier is not None:
+        data = frontier if isinstance(frontier, dict) else load_frontier(frontier)
+        if "_dir" not in data:
+            data = {**data, "_dir": str(getattr(policy, "engine_dir", None) or ".")}
+        if observations is None:
+            observations = observations_from_manifest(policy.manifest, 64)
+        feeds = list(_observation_feed(observations, 1, policy.obs_dim))
+        return _fit_frontier(policy, hz, budget_ms, data, feeds, ticks, warmup, measure, backend, providers)
     is_evor = policy.kind == "evor"
     n_values = sorted({int(n) for n in n_grid}) if is_evor else [1]
     npi_values = sorted({int(n) for n in npi_grid})
@@ -301,8 +461,13 @@ def fit(
                     row.update(status="skipped", p50_ms=None, p99_ms=None, fits=False)
                     table.append(row)
                     continue
-                policy.set_num_candidates(npi)
-                policy.set_num_rtg(n)
+                try:
+                    policy.set_num_candidates(npi)
+                    policy.set_num_rtg(n)
+                except ValueError as exc:  # e.g. a pruned engine's N_pi >= K1 / N >= N1
+                    row.update(status=f"invalid: {exc}", p50_ms=None, p99_ms=None, fits=False)
+                    table.append(row)
+                    continue
                 lat = latency_stats(_timed_point(policy, feeds, ticks, warmup))
                 fits = lat["p99_ms"] <= budget_ms
                 row.update(status="measured", p50_ms=lat["p50_ms"], p99_ms=lat["p99_ms"],
@@ -320,6 +485,7 @@ def fit(
     return {
         "hz": float(hz),
         "budget_ms": budget_ms,
+        "mode": "grid",
         "ticks_per_point": ticks,
         "chosen": None if best is None else {
             "num_candidates": best["num_candidates"], "num_rtg": best["num_rtg"],
