@@ -254,21 +254,31 @@ def _policy_factory(source: str, seed: int) -> tuple[Callable[..., Any], tuple[i
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="ENGINE_DIR to create.")
 @click.option("--euler-steps", type=click.IntRange(min=1), help="Euler steps M baked into the engine.")
+@click.option("--critic-steps", type=click.IntRange(min=1),
+              help="EVOR: solver steps K of the reward-to-go flow (default M; the actor keeps M).")
+@click.option("--critic-solver", default="euler", show_default=True, type=click.Choice(["euler", "heun", "midpoint"]),
+              help="EVOR: ODE solver of the reward-to-go flow (heun / midpoint: 2 evaluations per step).")
+@click.option("--prune", metavar="K1:N1",
+              help="EVOR: screen all N_pi candidates on N1 reward-to-go samples, keep the best K1 and refine "
+                   "them with all N (outputs [B, K1, ...]).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(min=13, max=17),
               help="ONNX opset (TensorRT 10 parses up to 17 safely).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing ENGINE_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
-def export_command(checkpoint: str, out: str, euler_steps: int | None, opset: int, overwrite: bool,
-                   as_json: bool) -> None:
+def export_command(checkpoint: str, out: str, euler_steps: int | None, critic_steps: int | None,
+                   critic_solver: str, prune: str | None, opset: int, overwrite: bool, as_json: bool) -> None:
     """Compile CHECKPOINT into one ONNX engine (engine.onnx + manifest.json + build_trt.sh).
 
     Both Euler loops are unrolled and N_pi candidates x N reward-to-go samples are batched into one
-    graph with dynamic B, N_pi and N. build_trt.sh builds the TensorRT plan on the target.
+    graph with dynamic B, N_pi and N. build_trt.sh builds the TensorRT plan on the target. The defaults
+    are the paper's computation; --critic-steps / --critic-solver / --prune make cheaper variants
+    (recorded in manifest.json; see docs/performance.md for what they cost in selection agreement).
     """
     from evor_edge.export import export_engine
 
-    report = export_engine(checkpoint, out, euler_steps=euler_steps, opset=opset, overwrite=overwrite)
+    report = export_engine(checkpoint, out, euler_steps=euler_steps, opset=opset, overwrite=overwrite,
+                           critic_steps=critic_steps, critic_solver=critic_solver, prune=prune)
     emit(report, as_json, lambda r: f"wrote {out} ({json.dumps({k: r[k] for k in list(r)[:4]})})")
 
 
@@ -351,17 +361,31 @@ def _calibrate_summary(r: dict[str, Any]) -> str:
               type=click.Choice(["auto", "onnxruntime", "tensorrt"]))
 @click.option("--dataset", "dataset_path", type=click.Path(exists=True, dir_okay=False),
               help="Draw observations from this .npz (default: manifest statistics).")
-@click.option("--fit", is_flag=True, help="Find the largest (N_pi, N) whose p99 meets the deadline, then bench it.")
+@click.option("--crn", is_flag=True,
+              help="Common random numbers: one reward-to-go noise row per tick shared by all candidates.")
+@click.option("--rtg-top-k", type=click.IntRange(min=1),
+              help="Draw N reward-to-go noises per candidate but evaluate only the K largest (Q* keeps 1/N).")
+@click.option("--fit", is_flag=True,
+              help="Pick the configuration to bench: with a frontier (ENGINE_DIR/frontier.json or --frontier), "
+                   "the best selection agreement whose p99 meets the deadline; else the largest N_pi*N that fits.")
+@click.option("--frontier", "frontier_path", type=click.Path(exists=True, dir_okay=False),
+              help="Frontier JSON for --fit (default: ENGINE_DIR/frontier.json when present).")
+@click.option("--no-frontier", is_flag=True, help="--fit ignores any frontier file (largest N_pi*N that fits).")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads (default: physical cores).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
 def bench(engine_dir: str, hz: float, ticks: int, num_candidates: int | None, num_rtg: int | None, batch: int,
-          backend: str, dataset_path: str | None, fit: bool, plot_path: str | None, as_json: bool) -> None:
+          backend: str, dataset_path: str | None, crn: bool, rtg_top_k: int | None, fit: bool,
+          frontier_path: str | None, no_frontier: bool, threads: int | None, plot_path: str | None,
+          as_json: bool) -> None:
     """Run ENGINE_DIR in a fixed-rate loop at --hz and report latency percentiles and deadline misses."""
     from evor_edge.bench_command import bench_engine
 
     report = bench_engine(engine_dir, hz=hz, ticks=ticks, num_candidates=num_candidates, num_rtg=num_rtg,
-                          batch=batch, backend=backend, dataset_path=dataset_path, fit=fit, plot_path=plot_path)
+                          batch=batch, backend=backend, dataset_path=dataset_path, fit=fit, plot_path=plot_path,
+                          crn=crn, rtg_top_k=rtg_top_k, frontier_path=frontier_path, use_frontier=not no_frontier,
+                          threads=threads)
     emit(report, as_json, _bench_summary)
 
 
@@ -371,8 +395,16 @@ def _bench_summary(r: dict[str, Any]) -> str:
              f"p50 {lat.get('p50_ms', float('nan')):.2f} ms, p99 {lat.get('p99_ms', float('nan')):.2f} ms, "
              f"max {lat.get('max_ms', float('nan')):.2f} ms; deadline misses {r.get('deadline_misses')} of "
              f"{r.get('ticks')}; achieved {r.get('achieved_hz') or float('nan'):.1f} Hz"]
-    if r.get("fit"):
-        lines.insert(0, f"fit: chose N_pi={r['fit'].get('num_candidates')} N={r['fit'].get('num_rtg')}")
+    fit = r.get("fit")
+    if fit and fit.get("mode") == "frontier":
+        metric = fit.get("metric") or "agreement"
+        lines.insert(0, f"fit (frontier): chose {fit.get('engine')} N_pi={fit.get('num_candidates')} "
+                        f"N={fit.get('num_rtg')} top_k={fit.get('rtg_top_k')} crn={fit.get('common_rtg_noise')}: "
+                        f"{metric} {100 * float(fit.get(metric) or 0):.1f}%, "
+                        f"p99 {fit.get('p99_ms') or float('nan'):.2f} ms here "
+                        f"(frontier file: {fit.get('stored_p99_ms') or float('nan'):.2f} ms)")
+    elif fit:
+        lines.insert(0, f"fit: chose N_pi={fit.get('num_candidates')} N={fit.get('num_rtg')}")
     return "\n".join(lines)
 
 
