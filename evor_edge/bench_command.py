@@ -32,7 +32,7 @@ def bench_engine(
     num_rtg: int | None = None, batch: int = 1, backend: str = "auto", dataset_path: str | None = None,
     fit: bool = False, plot_path: str | None = None, seed: int = 0, crn: bool = False,
     rtg_top_k: int | None = None, frontier_path: str | None = None, use_frontier: bool = True,
-    threads: int | None = None,
+    threads: int | None = None, fit_measure: bool = True,
 ) -> dict[str, Any]:
     policy = EvorPolicy.load(engine_dir, backend=backend, num_candidates=num_candidates, num_rtg=num_rtg,
                              seed=seed, common_rtg_noise=crn, rtg_top_k=rtg_top_k, intra_op_threads=threads)
@@ -51,7 +51,7 @@ def bench_engine(
         elif use_frontier and (Path(engine_dir) / FRONTIER_FILE).is_file():
             frontier = load_frontier(Path(engine_dir) / FRONTIER_FILE)
         fit_report = fit_budget(hz=hz, policy=policy, observations=observations, frontier=frontier,
-                                backend=backend)
+                                backend=backend, measure=fit_measure)
         chosen = fit_report["chosen"]
         if chosen is None:
             what = "frontier configuration" if frontier is not None else "(N_pi, N) on the grid"
