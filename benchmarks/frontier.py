@@ -1,0 +1,482 @@
+"""Quality/latency frontier of cheaper EVOR selection: (selection agreement, p99) per configuration.
+
+A configuration is an engine variant (critic solver steps, in-engine pruning; exported here from one
+checkpoint) plus run-time settings (N_pi, N, rtg_top_k tail evaluation, common random numbers). For each:
+
+* selection agreement with the full FP32 paper configuration (the default engine, N_pi 32, N 50, tau_Q = 0)
+  on held-out observations with identical action noise and the same reward-to-go draws ("same seed": the
+  variant sees exactly the noise the paper configuration would see, in its layout -- N-prefix, top-k of the
+  same N draws). CRN configurations draw differently by construction, so their `agreement` is against the
+  paper configuration with its own independent draws, and `agreement_vs_crn_reference` against the full
+  computation on the same CRN draws. `ceiling` = the paper configuration against itself with independent
+  reward-to-go draws (how reproducible its decision is at all);
+* latency of `EvorPolicy.act` (engine + noise + selection), batch 1, on held-out observations: all
+  configurations are timed round-robin in blocks, so background load hits them alike; p50/p99 wall time and
+  p50/p99 thread CPU time (with 1 intra-op thread the CPU time is close to an unloaded machine's latency).
+
+The frontier JSON (format "evor-edge-frontier") goes to ENGINES/full/frontier.json (or --out); engine paths
+in it are relative to the file, so `evor-edge bench ENGINES/full --fit` picks the best agreement that meets
+the deadline (re-timed on the machine it runs on).
+
+    python benchmarks/frontier.py /tmp/runs/pm_paper --dataset /tmp/pm100-val.npz --engines /tmp/vw/pp
+
+Progress goes to stderr; the table and the path of the JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "evor-edge-frontier"
+REF = "full"
+
+# engine variants exported from the checkpoint: name -> export_engine keyword arguments
+# (naming: e<K> / h<K> / m<K> = K Euler / Heun / midpoint critic steps, full = the paper's M Euler steps,
+#  _p<K1>x<N1> = pruned to K1 survivors after a screen on N1 samples)
+DEFAULT_ENGINES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "e1": {"critic_steps": 1},
+    "e2": {"critic_steps": 2},
+    "e3": {"critic_steps": 3},
+    "e5": {"critic_steps": 5},
+    "h1": {"critic_steps": 1, "critic_solver": "heun"},
+    "h2": {"critic_steps": 2, "critic_solver": "heun"},
+    "m1": {"critic_steps": 1, "critic_solver": "midpoint"},
+    "m2": {"critic_steps": 2, "critic_solver": "midpoint"},
+    "m3": {"critic_steps": 3, "critic_solver": "midpoint"},
+    "e1_p8x1": {"critic_steps": 1, "prune": (8, 1)},
+    "e2_p8x1": {"critic_steps": 2, "prune": (8, 1)},
+    "full_p8x1": {"prune": (8, 1)},
+    "full_p8x2": {"prune": (8, 2)},
+    "full_p4x2": {"prune": (4, 2)},
+}
+
+
+def engine_kwargs_from_name(name: str) -> dict[str, Any]:
+    """Export kwargs from the naming convention above, e.g. "m2_p8x1" -> midpoint 2 steps, prune (8, 1)."""
+    import re
+
+    match = re.fullmatch(r"(full|([ehm])(\d+))(?:_p(\d+)x(\d+))?", name)
+    if not match:
+        raise SystemExit(f"engine name {name!r} does not follow full|e<K>|h<K>|m<K>[_p<K1>x<N1>]")
+    kw: dict[str, Any] = {}
+    if match.group(2):
+        kw["critic_steps"] = int(match.group(3))
+        kw["critic_solver"] = {"e": "euler", "h": "heun", "m": "midpoint"}[match.group(2)]
+    if match.group(4):
+        kw["prune"] = (int(match.group(4)), int(match.group(5)))
+    return kw
+
+
+@dataclass(frozen=True)
+class Config:
+    engine: str
+    num_candidates: int = 32
+    num_rtg: int = 50
+    rtg_top_k: int | None = None
+    common_rtg_noise: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = [self.engine, f"Npi{self.num_candidates}", f"N{self.num_rtg}"]
+        if self.rtg_top_k is not None:
+            parts.append(f"top{self.rtg_top_k}")
+        if self.common_rtg_noise:
+            parts.append("crn")
+        return "/".join(parts)
+
+
+def parse_variant(spec: str, num_candidates: int = 32, num_rtg: int = 50) -> Config:
+    """ENGINE[:topK][:crn][:npi<N_pi>][:n<N>] -> Config, e.g. "e1:top1", "full:top2:crn", "full:n16"."""
+    engine, *opts = spec.split(":")
+    cfg = {"engine": engine, "num_candidates": num_candidates, "num_rtg": num_rtg}
+    for opt in opts:
+        if opt.startswith("top"):
+            cfg["rtg_top_k"] = int(opt[3:])
+        elif opt == "crn":
+            cfg["common_rtg_noise"] = True
+        elif opt.startswith("npi"):
+            cfg["num_candidates"] = int(opt[3:])
+        elif opt.startswith("n"):
+            cfg["num_rtg"] = int(opt[1:])
+        else:
+            raise SystemExit(f"bad variant {spec!r}")
+    return Config(**cfg)
+
+
+def default_configs(engines: dict[str, dict[str, Any]], n_pi: int, n: int) -> list[Config]:
+    """The configurations measured by default (a grid around the paper configuration)."""
+    configs: list[Config] = []
+    for name, kw in engines.items():
+        prune = kw.get("prune")
+        if prune is not None:
+            for k in (2, 4, 8, 16):
+                if k >= prune[1]:
+                    configs.append(Config(name, n_pi, n, k))
+            continue
+        tops: tuple[int | None, ...] = (None, 1, 2, 4, 8, 16) if name == REF else (None, 1, 2, 4)
+        for k in tops:
+            configs.append(Config(name, n_pi, n, k))
+        configs.append(Config(name, n_pi, n, 2, True))
+    configs += [Config(REF, n_pi, n, None, True), Config(REF, n_pi, n, 1, True), Config(REF, n_pi, n, 4, True)]
+    configs += [Config(REF, n_pi, m) for m in (8, 16, 32) if m < n]
+    configs += [Config(REF, m, n, 2) for m in (8, 16) if m < n_pi]
+    return list(dict.fromkeys(configs))
+
+
+def log(msg: str) -> None:
+    print(f"[frontier {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {msg}", file=sys.stderr,
+          flush=True)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def parse_engine_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """NAME=steps:K,solver:S,prune:K1x N1 -> (NAME, export kwargs); e.g. e4h=steps:4,solver:heun."""
+    name, _, body = spec.partition("=")
+    kw: dict[str, Any] = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition(":")
+        if key == "steps":
+            kw["critic_steps"] = int(value)
+        elif key == "solver":
+            kw["critic_solver"] = value
+        elif key == "prune":
+            keep, screen = value.split("x")
+            kw["prune"] = (int(keep), int(screen))
+        else:
+            raise SystemExit(f"bad engine spec {spec!r}")
+    return name, kw
+
+
+# ----------------------------------------------------------------------------------------- engines
+def export_engines(checkpoint: str, root: Path, engines: dict[str, dict[str, Any]], rebuild: bool) -> dict[str, Path]:
+    from evor_edge.export import export_engine
+
+    out: dict[str, Path] = {}
+    for name, kw in engines.items():
+        path = root / name
+        manifest = path / "manifest.json"
+        if manifest.is_file() and not rebuild:
+            extra = json.loads(manifest.read_text()).get("extra", {})
+            want_prune = kw.get("prune")
+            have_prune = extra.get("prune")
+            same = (extra.get("critic_steps") == kw.get("critic_steps", extra.get("critic_steps"))
+                    and extra.get("critic_solver") == kw.get("critic_solver", "euler")
+                    and (have_prune is None) == (want_prune is None)
+                    and (want_prune is None or [have_prune["survivors"], have_prune["screen_rtg"]] == list(want_prune)))
+            if same:
+                out[name] = path
+                continue
+        log(f"export {name} {kw}")
+        export_engine(checkpoint, path, progress=False, overwrite=True, **kw)
+        out[name] = path
+    return out
+
+
+# --------------------------------------------------------------------------------------- agreement
+class Outputs:
+    """Engine outputs for all observations: candidate actions and Q* (tau_Q = 0 selection)."""
+
+    def __init__(self, actions: np.ndarray, q: np.ndarray, certified: np.ndarray | None = None):
+        self.actions = actions  # [n, K, act]
+        self.q = q  # [n, K]
+        self.choice = np.argmax(q, axis=1)
+        self.chosen = actions[np.arange(len(q)), self.choice]  # [n, act]
+        self.certified = certified  # [n] bool (rtg_top_k): the runtime's certificate (EvorPolicy.last.certified)
+
+
+def engine_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path / "engine.onnx"), opts, providers=["CPUExecutionProvider"])
+
+
+def engine_noise(cfg: Config, action_noise: np.ndarray, rtg: np.ndarray, crn_row: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The engine inputs of a configuration from the shared draws, laid out as EvorPolicy lays them out."""
+    a = np.ascontiguousarray(action_noise[:, : cfg.num_candidates])
+    source = crn_row if cfg.common_rtg_noise else rtg[:, : cfg.num_candidates]
+    r = source[..., : cfg.num_rtg]
+    if cfg.rtg_top_k is not None:
+        r = -np.sort(-r, axis=-1)[..., : cfg.rtg_top_k]
+    r = np.ascontiguousarray(np.broadcast_to(r, (a.shape[0], cfg.num_candidates, r.shape[-1])), dtype=np.float32)
+    return a, r
+
+
+def run_outputs(session: Any, obs: np.ndarray, a: np.ndarray, r: np.ndarray, tau_r: float, num_rtg_drawn: int,
+                chunk: int = 8) -> Outputs:
+    from evor_edge.runtime.selection import q_star
+
+    acts, qs, certs = [], [], []
+    for i in range(0, len(obs), chunk):
+        actions, returns = session.run(None, {"obs": obs[i:i + chunk], "action_noise": a[i:i + chunk],
+                                              "rtg_noise": r[i:i + chunk]})
+        q = q_star(returns, tau_r)
+        dropped = num_rtg_drawn - returns.shape[-1]
+        if dropped > 0:
+            q += tau_r * math.log(returns.shape[-1] / num_rtg_drawn)
+            # the runtime's certificate: chosen Q*_lo >= every other candidate's Q*_hi
+            q_hi = tau_r * np.logaddexp(q / tau_r, math.log(dropped / num_rtg_drawn) + returns.min(-1) / tau_r)
+            rows = np.arange(len(q))
+            best = np.argmax(q, axis=1)
+            q_hi[rows, best] = -np.inf
+            certs.append(q[rows, best] >= q_hi.max(axis=1))
+        acts.append(actions)
+        qs.append(q)
+    return Outputs(np.concatenate(acts), np.concatenate(qs), np.concatenate(certs) if certs else None)
+
+
+def compare(variant: Outputs, ref: Outputs, tol: float = 1e-4) -> dict[str, Any]:
+    """Same chosen action (index of the reference candidate it is) + regret under the reference's own Q*."""
+    n = len(ref.q)
+    # the variant's candidates are reference candidates (a prefix, or pruning survivors): find which one
+    index = np.argmin(np.linalg.norm(ref.actions - variant.chosen[:, None, :], axis=-1), axis=1)
+    same = np.linalg.norm(ref.chosen - variant.chosen, axis=-1) <= tol * (1 + np.abs(ref.chosen).max(axis=-1))
+    same |= index == ref.choice
+    regret = ref.q[np.arange(n), ref.choice] - ref.q[np.arange(n), index]
+    k = int(same.sum())
+    spread = np.std(ref.q, axis=1)
+    return {
+        "agree": k, "n": n, "rate": k / n, "ci95": wilson(k, n),
+        "regret_mean": float(np.mean(regret)), "regret_p95": float(np.percentile(regret, 95)),
+        "regret_over_spread_mean": float(np.mean(regret / np.maximum(spread, 1e-12))),
+    }
+
+
+# ----------------------------------------------------------------------------------------- latency
+def time_configs(configs: list[Config], engines: dict[str, Path], observations: np.ndarray, ticks: int,
+                 block: int, threads: int, max_seconds_per_config: float, tau_r: float) -> dict[str, dict[str, Any]]:
+    """Round-robin blocks of `block` ticks per configuration until each has `ticks` (or its time cap)."""
+    from evor_edge.runtime import EvorPolicy
+    from evor_edge.runtime.bench import latency_stats
+
+    policies: dict[str, Any] = {}
+    for name in sorted({c.engine for c in configs}):
+        policies[name] = EvorPolicy.load(engines[name], backend="onnxruntime", intra_op_threads=threads, tau_q=0.0,
+                                         tau_r=tau_r, seed=0)
+    wall: dict[Config, list[float]] = {c: [] for c in configs}
+    cpu: dict[Config, list[float]] = {c: [] for c in configs}
+    spent: dict[Config, float] = dict.fromkeys(configs, 0.0)
+    loads: list[float] = []
+    feeds = [observations[i] for i in range(len(observations))]
+    k = 0
+    rounds = 0
+    while True:
+        active = [c for c in configs
+                  if len(wall[c]) < ticks and not (len(wall[c]) >= 10 and spent[c] > max_seconds_per_config)]
+        if not active:
+            break
+        rounds += 1
+        loads.append(os.getloadavg()[0])
+        for cfg in active:
+            policy = policies[cfg.engine]
+            policy.set_rtg_top_k(None)
+            policy.set_num_candidates(cfg.num_candidates)
+            policy.set_num_rtg(cfg.num_rtg)
+            policy.set_rtg_top_k(cfg.rtg_top_k)
+            policy.set_common_rtg_noise(cfg.common_rtg_noise)
+            for _ in range(2):  # re-warm caches after the previous configuration
+                policy.act(feeds[k % len(feeds)])
+                k += 1
+            for _ in range(block):
+                obs = feeds[k % len(feeds)]
+                k += 1
+                t0, c0 = time.perf_counter(), time.thread_time()
+                policy.act(obs)
+                c1, t1 = time.thread_time(), time.perf_counter()
+                wall[cfg].append(t1 - t0)
+                cpu[cfg].append(c1 - c0)
+                spent[cfg] += t1 - t0
+        if rounds % 5 == 0:
+            done = sum(len(v) for v in wall.values())
+            log(f"latency round {rounds}: {done} ticks timed")
+    out: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        w, c = latency_stats(wall[cfg]), latency_stats(cpu[cfg])
+        out[cfg.label] = {"ticks": len(wall[cfg]), "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"], "max_ms": w["max_ms"],
+                          "cpu_p50_ms": c["p50_ms"], "cpu_p99_ms": c["p99_ms"]}
+    out["_meta"] = {"rounds": rounds, "block": block, "threads": threads,
+                    "load_avg_1min": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)}}
+    for policy in policies.values():
+        policy.close()
+    return out
+
+
+def pareto(points: list[dict[str, Any]], metric: str = "agreement", latency: str = "p99_ms") -> None:
+    for p in points:
+        p["pareto"] = not any(
+            q is not p and q[latency] <= p[latency] and q[metric] >= p[metric]
+            and (q[latency] < p[latency] or q[metric] > p[metric]) for q in points)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", help="EVOR checkpoint or run directory")
+    ap.add_argument("--dataset", help="held-out observations (.npz with 'observations'); default manifest stats")
+    ap.add_argument("--engines", required=True, help="directory for the variant engines (ENGINES/full is the base)")
+    ap.add_argument("--engine", action="append", default=[], metavar="NAME=steps:K,solver:S,prune:K1xN1",
+                    help="engine variants to use instead of the defaults (repeatable; 'full=' is always added)")
+    ap.add_argument("--observations", type=int, default=200, help="held-out observations for agreement")
+    ap.add_argument("--ticks", type=int, default=100, help="timed ticks per configuration (p99 needs >= 100)")
+    ap.add_argument("--block", type=int, default=10, help="ticks per configuration per round-robin round")
+    ap.add_argument("--max-seconds", type=float, default=30.0, help="time cap per configuration for latency")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for the latency runs")
+    ap.add_argument("--agreement-threads", type=int, default=2, help="intra-op threads for the agreement runs")
+    ap.add_argument("--no-latency", action="store_true", help="agreement only")
+    ap.add_argument("--rebuild", action="store_true", help="re-export engines that exist")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="frontier JSON path (default ENGINES/full/frontier.json)")
+    args = ap.parse_args(argv)
+
+    from evor_edge.runtime.bench import FRONTIER_FILE, load_dataset_observations, observations_from_manifest
+    from evor_edge.runtime.manifest import load_manifest
+
+    engines_spec = dict(DEFAULT_ENGINES)
+    if args.engine:
+        engines_spec = dict([("full", {})] + [parse_engine_spec(s) for s in args.engine])
+    root = Path(args.engines)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    load_start = os.getloadavg()
+    engines = export_engines(args.checkpoint, root, engines_spec, args.rebuild)
+    manifest = load_manifest(engines[REF])
+    n_pi, n, tau_r = manifest.default_num_candidates, manifest.default_num_rtg, manifest.default_tau_r
+    rng = np.random.default_rng(args.seed)
+    if args.dataset:
+        pool = load_dataset_observations(args.dataset, obs_dim=manifest.obs_dim)
+        obs = pool[rng.choice(len(pool), size=min(args.observations, len(pool)), replace=False)]
+    else:
+        obs = observations_from_manifest(manifest, args.observations, rng)
+    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    count = len(obs)
+    action_noise = rng.standard_normal((count, n_pi, manifest.act_dim), dtype=np.float32)
+    rtg = rng.standard_normal((count, n_pi, n), dtype=np.float32)
+    rtg_indep = rng.standard_normal((count, n_pi, n), dtype=np.float32)
+    crn_row = rng.standard_normal((count, 1, n), dtype=np.float32)
+    configs = default_configs(engines_spec, n_pi, n)
+
+    sessions: dict[str, Any] = {}
+
+    def outputs(cfg: Config, rtg_source: np.ndarray | None = None) -> Outputs:
+        if cfg.engine not in sessions:
+            sessions[cfg.engine] = engine_session(engines[cfg.engine], args.agreement_threads)
+        a, r = engine_noise(cfg, action_noise, rtg if rtg_source is None else rtg_source, crn_row)
+        return run_outputs(sessions[cfg.engine], obs, a, r, tau_r, cfg.num_rtg)
+
+    log(f"{count} observations, {len(configs)} configurations, reference {REF} N_pi {n_pi} N {n} tau_R {tau_r}")
+    ref_cfg = Config(REF, n_pi, n)
+    ref = outputs(ref_cfg)
+    log("reference done")
+    ref_indep = outputs(ref_cfg, rtg_indep)
+    ref_crn = outputs(Config(REF, n_pi, n, None, True))
+    ceiling = compare(ref_indep, ref)
+    log(f"ceiling (reference vs itself, independent rtg draws): {ceiling['rate']:.3f}")
+    spread = {
+        "q_star_std_over_candidates_median": float(np.median(np.std(ref.q, axis=1))),
+        "q_star_top2_gap_median": float(np.median(np.diff(np.sort(ref.q, axis=1)[:, -2:], axis=1))),
+    }
+
+    points: list[dict[str, Any]] = []
+    for cfg in configs:
+        t0 = time.perf_counter()
+        out = ref if cfg == ref_cfg else (ref_crn if cfg == Config(REF, n_pi, n, None, True) else outputs(cfg))
+        primary = compare(out, ref)
+        point: dict[str, Any] = {"label": cfg.label, **asdict(cfg)}
+        point["engine"] = os.path.relpath(engines[cfg.engine], Path(args.out).parent if args.out else engines[REF])
+        m = load_manifest(engines[cfg.engine])
+        point["critic_steps"] = m.extra.get("critic_steps")
+        point["critic_solver"] = m.extra.get("critic_solver")
+        prune = m.extra.get("prune")
+        point["prune"] = [prune["survivors"], prune["screen_rtg"]] if prune else None
+        from evor_edge.runtime.bench import flops_per_tick
+
+        engine_n = cfg.num_rtg if cfg.rtg_top_k is None else min(cfg.rtg_top_k, cfg.num_rtg)
+        point["gflop"] = (flops_per_tick(m, 1, cfg.num_candidates, engine_n) or 0) / 1e9
+        point["agreement"] = primary["rate"]
+        point["agreement_ci95"] = primary["ci95"]
+        point["agreement_basis"] = ("paper config, independent draws (CRN draws differently)" if cfg.common_rtg_noise
+                                    else "paper config, same draws")
+        point["ref_q_regret_mean"] = primary["regret_mean"]
+        point["ref_q_regret_over_spread_mean"] = primary["regret_over_spread_mean"]
+        point["agreement_vs_independent_reference"] = compare(out, ref_indep)["rate"]
+        point["certified"] = None if out.certified is None else float(out.certified.mean())
+        if cfg.common_rtg_noise:
+            point["agreement_vs_crn_reference"] = compare(out, ref_crn)["rate"]
+        points.append(point)
+        crn = f" (vs CRN reference {point['agreement_vs_crn_reference']:.3f})" if cfg.common_rtg_noise else ""
+        log(f"{cfg.label:34s} agreement {point['agreement']:.3f}{crn} {point['gflop']:.2f} GFLOP "
+            f"({time.perf_counter() - t0:.0f} s)")
+
+    latency_meta = None
+    if not args.no_latency:
+        lat = time_configs(configs, engines, obs, args.ticks, args.block, args.threads, args.max_seconds, tau_r)
+        latency_meta = lat.pop("_meta")
+        for point in points:
+            point.update(lat[point["label"]])
+        pareto(points)
+
+    frontier = {
+        "format": FORMAT,
+        "version": 1,
+        "metric": "agreement",
+        "reference": {"engine": os.path.relpath(engines[REF], Path(args.out).parent if args.out else engines[REF]),
+                      "num_candidates": n_pi, "num_rtg": n, "euler_steps": manifest.euler_steps,
+                      "tau_r": tau_r, "tau_q": 0.0, "precision": manifest.precision},
+        "checkpoint": manifest.source_checkpoint,
+        "hidden_dims": manifest.training_config.get("hidden_dims"),
+        "observations": count,
+        "dataset": args.dataset,
+        "ceiling": ceiling,
+        "q_star_spread": spread,
+        "latency": {"what": "EvorPolicy.act, batch 1, onnxruntime CPU", "threads": args.threads,
+                    **(latency_meta or {})} if latency_meta else None,
+        "load_avg_start": list(load_start),
+        "load_avg_end": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(),
+        "seconds": round(time.time() - started, 1),
+        "points": points,
+    }
+    out_path = Path(args.out) if args.out else engines[REF] / FRONTIER_FILE
+    out_path.write_text(json.dumps(frontier, indent=2) + "\n")
+
+    header = (f"{'configuration':34s} {'GFLOP':>6s} {'agree':>6s} {'95% CI':>13s} {'cert':>5s} {'p50':>7s} "
+              f"{'p99':>7s} {'cpu50':>6s} {'pareto':>6s}")
+    print(header)
+    for p in sorted(points, key=lambda p: p.get("p99_ms") or p["gflop"]):
+        ci = f"[{p['agreement_ci95'][0]:.2f},{p['agreement_ci95'][1]:.2f}]"
+        lat_s = (f"{p['p50_ms']:7.1f} {p['p99_ms']:7.1f} {p['cpu_p50_ms']:6.1f} {'*' if p.get('pareto') else '':>6s}"
+                 if "p99_ms" in p else "")
+        cert = f"{p['certified']:5.2f}" if p.get("certified") is not None else "    -"
+        print(f"{p['label']:34s} {p['gflop']:6.2f} {p['agreement']:6.3f} {ci:>13s} {cert} {lat_s}")
+    print(f"ceiling (paper config vs itself, independent reward-to-go draws): {ceiling['rate']:.3f}")
+    print(f"load average start {load_start[0]:.1f}, end {os.getloadavg()[0]:.1f}; wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
