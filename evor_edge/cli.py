@@ -144,7 +144,7 @@ def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int,
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
-@click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads (default: half the cores).")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override any TrainConfig field, e.g. --set target_ema=0.02 --set hidden_dims=256,256 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

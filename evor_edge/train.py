@@ -95,7 +95,9 @@ def train(
         raise RunError(f"run directory {run_dir} already exists and is not empty; pass --resume or another --out")
 
     env, train_data, _val = dataset if dataset is not None else load_task_dataset(task, dataset_path)
-    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    # Half the cores by default: small networks gain little from more threads, and an oversubscribed
+    # torch thread pool (other jobs on the machine) slows a step down 100x.
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
 
     generator = torch.Generator().manual_seed(config.seed)
     start_step = 0
