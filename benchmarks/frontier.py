@@ -10,9 +10,11 @@ checkpoint) plus run-time settings (N_pi, N, rtg_top_k tail evaluation, common r
   paper configuration with its own independent draws, and `agreement_vs_crn_reference` against the full
   computation on the same CRN draws. `ceiling` = the paper configuration against itself with independent
   reward-to-go draws (how reproducible its decision is at all);
-* latency of `EvorPolicy.act` (engine + noise + selection), batch 1, on held-out observations: all
-  configurations are timed round-robin in blocks, so background load hits them alike; p50/p99 wall time and
-  p50/p99 thread CPU time (with 1 intra-op thread the CPU time is close to an unloaded machine's latency).
+* latency of `EvorPolicy.act` (engine + noise + selection), batch 1, on held-out observations, with ticks
+  started on a fixed --hz schedule as in the control loop (back-to-back timing is optimistic: between paced
+  ticks other work evicts the weights from the caches). All configurations are timed round-robin in blocks,
+  so background load hits them alike; p50/p99 wall time and p50/p99 thread CPU time (with 1 intra-op thread
+  the CPU time is close to an unloaded machine's latency).
 
 The frontier JSON (format "evor-edge-frontier") goes to ENGINES/full/frontier.json (or --out); engine paths
 in it are relative to the file, so `evor-edge bench ENGINES/full --fit` picks the best agreement that meets
@@ -269,9 +271,21 @@ def compare(variant: Outputs, ref: Outputs, tol: float = 1e-4) -> dict[str, Any]
 
 
 # ----------------------------------------------------------------------------------------- latency
+def _sleep_until(deadline: float) -> None:
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return
+        if remaining > 0.0005:
+            time.sleep(remaining - 0.0005)
+
+
 def time_configs(configs: list[Config], engines: dict[str, Path], observations: np.ndarray, ticks: int,
-                 block: int, threads: int, max_seconds_per_config: float, tau_r: float) -> dict[str, dict[str, Any]]:
-    """Round-robin blocks of `block` ticks per configuration until each has `ticks` (or its time cap)."""
+                 block: int, threads: int, max_seconds_per_config: float, tau_r: float,
+                 hz: float = 50.0) -> dict[str, dict[str, Any]]:
+    """Round-robin blocks of `block` ticks per configuration until each has `ticks` (or its time cap);
+    within a block the ticks start on a 1/hz schedule (hz <= 0: back to back)."""
+    period = 1.0 / hz if hz > 0 else 0.0
     from evor_edge.runtime import EvorPolicy
     from evor_edge.runtime.bench import latency_stats
 
@@ -300,15 +314,22 @@ def time_configs(configs: list[Config], engines: dict[str, Path], observations: 
             policy.set_num_rtg(cfg.num_rtg)
             policy.set_rtg_top_k(cfg.rtg_top_k)
             policy.set_common_rtg_noise(cfg.common_rtg_noise)
-            for _ in range(2):  # re-warm caches after the previous configuration
+            slot = time.perf_counter()
+            for _ in range(2):  # warm-up ticks on the schedule, after the previous configuration
+                slot += period
+                _sleep_until(slot)
                 policy.act(feeds[k % len(feeds)])
                 k += 1
+                slot = max(slot, time.perf_counter() - period)
             for _ in range(block):
                 obs = feeds[k % len(feeds)]
                 k += 1
+                slot += period
+                _sleep_until(slot)
                 t0, c0 = time.perf_counter(), time.thread_time()
                 policy.act(obs)
                 c1, t1 = time.thread_time(), time.perf_counter()
+                slot = max(slot, t1 - period)  # overran: the next tick starts on the next free slot
                 wall[cfg].append(t1 - t0)
                 cpu[cfg].append(c1 - c0)
                 spent[cfg] += t1 - t0
@@ -320,7 +341,7 @@ def time_configs(configs: list[Config], engines: dict[str, Path], observations: 
         w, c = latency_stats(wall[cfg]), latency_stats(cpu[cfg])
         out[cfg.label] = {"ticks": len(wall[cfg]), "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"], "max_ms": w["max_ms"],
                           "cpu_p50_ms": c["p50_ms"], "cpu_p99_ms": c["p99_ms"]}
-    out["_meta"] = {"rounds": rounds, "block": block, "threads": threads,
+    out["_meta"] = {"rounds": rounds, "block": block, "threads": threads, "paced_hz": hz,
                     "load_avg_1min": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)}}
     for policy in policies.values():
         policy.close()
@@ -347,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=30.0, help="time cap per configuration for latency")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for the latency runs")
     ap.add_argument("--agreement-threads", type=int, default=2, help="intra-op threads for the agreement runs")
+    ap.add_argument("--hz", type=float, default=50.0, help="rate the timed ticks are paced at (0: back to back)")
     ap.add_argument("--no-latency", action="store_true", help="agreement only")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="re-time the points of the existing frontier JSON (--out or ENGINES/full/frontier.json), "
+                         "keeping its agreement numbers")
     ap.add_argument("--rebuild", action="store_true", help="re-export engines that exist")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="frontier JSON path (default ENGINES/full/frontier.json)")
@@ -363,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     load_start = os.getloadavg()
+    if args.latency_only:
+        return retime(args, root)
     engines = export_engines(args.checkpoint, root, engines_spec, args.rebuild)
     manifest = load_manifest(engines[REF])
     n_pi, n, tau_r = manifest.default_num_candidates, manifest.default_num_rtg, manifest.default_tau_r
@@ -434,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
 
     latency_meta = None
     if not args.no_latency:
-        lat = time_configs(configs, engines, obs, args.ticks, args.block, args.threads, args.max_seconds, tau_r)
+        lat = time_configs(configs, engines, obs, args.ticks, args.block, args.threads, args.max_seconds, tau_r,
+                           args.hz)
         latency_meta = lat.pop("_meta")
         for point in points:
             point.update(lat[point["label"]])
@@ -463,7 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_path = Path(args.out) if args.out else engines[REF] / FRONTIER_FILE
     out_path.write_text(json.dumps(frontier, indent=2) + "\n")
+    print_table(points, ceiling, load_start, out_path)
+    return 0
 
+
+def print_table(points: list[dict[str, Any]], ceiling: dict[str, Any], load_start: tuple[float, ...],
+                out_path: Path) -> None:
     header = (f"{'configuration':34s} {'GFLOP':>6s} {'agree':>6s} {'95% CI':>13s} {'cert':>5s} {'p50':>7s} "
               f"{'p99':>7s} {'cpu50':>6s} {'pareto':>6s}")
     print(header)
@@ -475,6 +508,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p['label']:34s} {p['gflop']:6.2f} {p['agreement']:6.3f} {ci:>13s} {cert} {lat_s}")
     print(f"ceiling (paper config vs itself, independent reward-to-go draws): {ceiling['rate']:.3f}")
     print(f"load average start {load_start[0]:.1f}, end {os.getloadavg()[0]:.1f}; wrote {out_path}")
+
+
+def retime(args: argparse.Namespace, root: Path) -> int:
+    """--latency-only: re-time an existing frontier's points (same observations source, new latencies)."""
+    from evor_edge.runtime.bench import FRONTIER_FILE, load_dataset_observations, observations_from_manifest
+    from evor_edge.runtime.manifest import load_manifest
+
+    out_path = Path(args.out) if args.out else root / REF / FRONTIER_FILE
+    frontier = json.loads(out_path.read_text())
+    load_start = os.getloadavg()
+    points = frontier["points"]
+    configs = [Config(p["label"].split("/")[0], p["num_candidates"], p["num_rtg"], p["rtg_top_k"],
+                      p["common_rtg_noise"]) for p in points]
+    engines = {c.engine: root / c.engine for c in configs}
+    manifest = load_manifest(engines[REF])
+    rng = np.random.default_rng(args.seed)
+    if args.dataset:
+        pool = load_dataset_observations(args.dataset, obs_dim=manifest.obs_dim)
+        obs = pool[rng.choice(len(pool), size=min(args.observations, len(pool)), replace=False)]
+    else:
+        obs = observations_from_manifest(manifest, args.observations, rng)
+    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    log(f"re-timing {len(configs)} configurations of {out_path} (paced at {args.hz} Hz)")
+    lat = time_configs(configs, engines, obs, args.ticks, args.block, args.threads, args.max_seconds,
+                       manifest.default_tau_r, args.hz)
+    meta = lat.pop("_meta")
+    for point, cfg in zip(points, configs, strict=True):
+        point.update(lat[cfg.label])
+    pareto(points)
+    frontier["latency"] = {"what": "EvorPolicy.act, batch 1, onnxruntime CPU", "threads": args.threads, **meta}
+    frontier["load_avg_retime_start"], frontier["load_avg_retime_end"] = list(load_start), list(os.getloadavg())
+    out_path.write_text(json.dumps(frontier, indent=2) + "\n")
+    print_table(points, frontier["ceiling"], load_start, out_path)
     return 0
 
 

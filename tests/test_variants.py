@@ -355,12 +355,13 @@ def test_fit_with_a_frontier_file(built, tmp_path: Path) -> None:
     assert stored["chosen"]["num_candidates"] == 4 and stored["chosen"]["agreement"] == 0.97
     assert stored["chosen"]["p99_ms"] == 12.0 and stored["chosen"]["stored_p99_ms"] == 12.0
 
-    # measured here: with a generous period everything fits and the best agreement wins; with an
-    # impossible one nothing does. (No assertion depends on how fast this machine is.)
-    slow = fit(policy=policy, hz=1e-3, frontier=frontier, ticks=2, warmup=0)
+    # measured here (paced at 50 Hz): with a generous budget everything fits and the best agreement wins;
+    # with an impossible one nothing does. (No assertion depends on how fast this machine is.)
+    slow = fit(policy=policy, hz=50.0, budget_fraction=1e6, frontier=frontier, ticks=2, warmup=0)
     assert slow["chosen"]["agreement"] == 1.00 and slow["chosen"]["status"] == "measured"
     assert slow["chosen"]["p99_ms"] > 0 and slow["chosen"]["stored_p99_ms"] == 40.0
-    assert fit(policy=policy, hz=1e9, frontier=frontier, ticks=2, warmup=0)["chosen"] is None
+    none = fit(policy=policy, hz=50.0, budget_fraction=1e-9, frontier=frontier, ticks=2, warmup=0)
+    assert none["chosen"] is None and all(row["status"] == "measured" for row in none["table"])
     assert (policy.num_candidates, policy.num_rtg, policy.rtg_top_k) == before  # settings restored
 
     # without a frontier the old behaviour: largest N_pi * N that fits
