@@ -25,7 +25,15 @@ from evor_edge import __version__
 from evor_edge.export.errors import EngineValidationError
 from evor_edge.export.trt import BUILD_SCRIPT, build_script, default_profile, recipe
 from evor_edge.export.validate import validate_engine
-from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, EngineError, Manifest, load_manifest, sha256_file
+from evor_edge.runtime.manifest import (
+    ENGINE_FILE,
+    MANIFEST_FILE,
+    EngineError,
+    Manifest,
+    load_manifest,
+    move_dir_into_place,
+    sha256_file,
+)
 
 from .data import engine_feeds, split_observations
 from .errors import CalibrationError
@@ -40,21 +48,7 @@ PARITY_MD = "parity.md"
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temp dir to `out` (replacing an existing `out` only with overwrite)."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not overwrite:
-        raise CalibrationError(f"{out} already exists (use --overwrite to replace it)")
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rmdir(backup)
-    os.rename(out, backup)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(backup, out)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+    move_dir_into_place(tmp, out, overwrite, CalibrationError(f"{out} already exists (use --overwrite to replace it)"))
 
 
 def _check_arguments(engine_dir: Path, out: Path, precision: str, overwrite: bool) -> Manifest:

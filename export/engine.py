@@ -25,7 +25,7 @@ from tqdm import tqdm
 from evor_edge import __version__
 from evor_edge.agents import BaseAgent
 from evor_edge.checkpoint import CheckpointError, load_checkpoint
-from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, sha256_file
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, move_dir_into_place, sha256_file
 
 from .errors import EngineValidationError, ExportError
 from .flops import engine_flops
@@ -262,20 +262,8 @@ def parse_prune(prune: tuple[int, int] | list[int] | str | None) -> tuple[int, i
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        os.rename(tmp, out)  # atomic on one filesystem; tmp is a sibling of out
-        return
-    if not overwrite:
-        raise ExportError(f"{out} already exists (use --overwrite / overwrite=True to replace it)")
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rmdir(backup)
-    os.rename(out, backup)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(backup, out)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+    exists = ExportError(f"{out} already exists (use --overwrite / overwrite=True to replace it)")
+    move_dir_into_place(tmp, out, overwrite, exists)
 
 
 def export_engine(

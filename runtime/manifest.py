@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -146,3 +147,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def move_dir_into_place(tmp: Path, out: Path, overwrite: bool, exists_error: Exception) -> None:
+    """Rename a finished sibling temp directory to `out`; an existing `out` is replaced only with
+    `overwrite` (moved aside first and restored if the rename fails), else `exists_error` is raised."""
+    if not out.exists():
+        os.rename(tmp, out)  # atomic on one filesystem; tmp is a sibling of out
+        return
+    if not overwrite:
+        raise exists_error
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(backup)
+    os.rename(out, backup)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
