@@ -253,6 +253,26 @@ def run_outputs(session: Any, obs: np.ndarray, a: np.ndarray, r: np.ndarray, tau
     return Outputs(np.concatenate(acts), np.concatenate(qs), np.concatenate(certs) if certs else None)
 
 
+def monotonicity(session: Any, obs: np.ndarray, action_noise: np.ndarray, rtg: np.ndarray,
+                 tolerance: float = 0.05) -> dict[str, float]:
+    """How monotone the engine's (discretised) reward-to-go map z^0 -> z^1 is, per candidate row.
+
+    The tail evaluation (rtg_top_k) and its certificate assume that larger noise gives larger returns.
+    Reported: the share of rows with an adjacent out-of-order pair (by more than `tolerance` x the row's
+    std), the worst such drop in row stds, and how often the largest return comes from the largest noise.
+    """
+    _, returns = session.run(None, {"obs": obs, "action_noise": action_noise, "rtg_noise": rtg})
+    order = np.argsort(rtg, axis=-1)
+    by_noise = np.take_along_axis(returns, order, axis=-1)
+    drop = -np.diff(by_noise, axis=-1) / np.maximum(returns.std(axis=-1, keepdims=True), 1e-12)
+    return {
+        "rows_out_of_order": float((drop > tolerance).any(axis=-1).mean()),
+        "worst_drop_in_stds": float(max(drop.max(), 0.0)),
+        "top_return_from_top_noise": float((np.argmax(returns, -1) == np.argmax(rtg, -1)).mean()),
+        "tolerance_in_stds": tolerance,
+    }
+
+
 def compare(variant: Outputs, ref: Outputs, tol: float = 1e-4) -> dict[str, Any]:
     """Same chosen action (index of the reference candidate it is) + regret under the reference's own Q*."""
     n = len(ref.q)
@@ -423,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_crn = outputs(Config(REF, n_pi, n, None, True))
     ceiling = compare(ref_indep, ref)
     log(f"ceiling (reference vs itself, independent rtg draws): {ceiling['rate']:.3f}")
+    mono = monotonicity(sessions[REF], obs[:32], action_noise[:32], rtg[:32])
+    log(f"flow monotonicity (full engine): {mono}")
     spread = {
         "q_star_std_over_candidates_median": float(np.median(np.std(ref.q, axis=1))),
         "q_star_top2_gap_median": float(np.median(np.diff(np.sort(ref.q, axis=1)[:, -2:], axis=1))),
@@ -480,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "observations": count,
         "dataset": args.dataset,
         "ceiling": ceiling,
+        "monotonicity": mono,
         "q_star_spread": spread,
         "latency": {"what": "EvorPolicy.act, batch 1, onnxruntime CPU", "threads": args.threads,
                     **(latency_meta or {})} if latency_meta else None,
