@@ -186,11 +186,14 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
 @click.option("--parallel", default=25, show_default=True, type=click.IntRange(min=1),
               help="Environments stepped together (one policy call per tick for all).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed SEED+i.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads of the policy (onnxruntime intra-op / torch; default: all cores). Use 1 when "
+                   "other jobs share the machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
 def eval_command(source: str, task: str, episodes: int, num_candidates: int | None, num_rtg: int | None,
                  tau_r: float | None, tau_q: float | None, sweep_spec: str | None, plot_path: str | None,
-                 parallel: int, seed: int, as_json: bool) -> None:
+                 parallel: int, seed: int, threads: int | None, as_json: bool) -> None:
     """Closed-loop success of SOURCE (a checkpoint / run dir, or an ENGINE_DIR) on TASK.
 
     An engine directory runs through EvorPolicy, exactly what the robot runs; a checkpoint runs the
@@ -207,7 +210,7 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
     env_dims = (env.observation_space.shape[-1], env.action_space.shape[-1])
     env.close()
     knobs = {"num_candidates": num_candidates, "num_rtg": num_rtg, "tau_r": tau_r, "tau_q": tau_q}
-    policy_factory, dims, kind = _policy_factory(source, seed)
+    policy_factory, dims, kind = _policy_factory(source, seed, threads)
     if dims != env_dims:
         raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {env_dims}")
     values = sweep[1] if sweep else [None]
@@ -233,15 +236,22 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
                                                for x in r["results"]))
 
 
-def _policy_factory(source: str, seed: int) -> tuple[Callable[..., Any], tuple[int, int], str]:
+def _policy_factory(source: str, seed: int, threads: int | None = None
+                    ) -> tuple[Callable[..., Any], tuple[int, int], str]:
     """A function building a fresh policy for given knobs, the (obs, act) dims and the source kind."""
     if (Path(source) / "manifest.json").is_file():
         from evor_edge.runtime import EvorPolicy
         from evor_edge.runtime.manifest import load_manifest
 
         manifest = load_manifest(source)
-        return (lambda **k: EvorPolicy.load(source, seed=seed, **k)), (manifest.obs_dim, manifest.act_dim), "engine"
+        return ((lambda **k: EvorPolicy.load(source, seed=seed, intra_op_threads=threads, **k)),
+                (manifest.obs_dim, manifest.act_dim), "engine")
+    import torch
+
     from evor_edge.checkpoint import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
     from evor_edge.inference import TorchPolicy
 
     loaded = load_checkpoint(source)
