@@ -307,6 +307,9 @@ def export_command(checkpoint: str, out: str, euler_steps: int | None, critic_st
 @click.option("--task", help="OGBench singletask name (recorded; needed by --eval-episodes).")
 @click.option("--per-step-scales/--shared-scales", "per_step", default=True, show_default=True,
               help="INT8: an activation scale per layer and Euler step, or one per layer shared over steps.")
+@click.option("--gelu", default="auto", show_default=True, type=click.Choice(["auto", "exact", "tanh"]),
+              help="GELU form: tanh approximation (one fast kernel on CPUs; error ~1e-3 in Q*, in the parity "
+                   "report) or the exact Erf form; auto = tanh for int8, exact for fp16.")
 @click.option("--activations", "activation_type", default="qint8", show_default=True,
               type=click.Choice(["qint8", "quint8"]),
               help="INT8 activations: qint8 = symmetric (TensorRT-compatible); quint8 = asymmetric (CPU only).")
@@ -323,7 +326,7 @@ def export_command(checkpoint: str, out: str, euler_steps: int | None, critic_st
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
 @friendly_errors
 def calibrate_command(engine_dir: str, dataset_path: str, precision: str, out: str, samples: int,
-                      parity_samples: int, task: str | None, per_step: bool, activation_type: str,
+                      parity_samples: int, task: str | None, per_step: bool, gelu: str, activation_type: str,
                       calibration_method: str, keep_fp32: tuple[str, ...], eval_episodes: int, latency_runs: int,
                       seed: int, overwrite: bool, as_json: bool) -> None:
     """Make an FP16 or INT8 variant of the FP32 ENGINE_DIR, calibrated on dataset states.
@@ -338,7 +341,7 @@ def calibrate_command(engine_dir: str, dataset_path: str, precision: str, out: s
     report = calibrate_engine(engine_dir, dataset_path, precision, out, samples=samples,
                               parity_samples=parity_samples, task=task, shared_scales=not per_step,
                               activation_type=activation_type, calibration_method=calibration_method,
-                              keep_fp32=keep_fp32, eval_episodes=eval_episodes, latency_runs=latency_runs,
+                              gelu=gelu, keep_fp32=keep_fp32, eval_episodes=eval_episodes, latency_runs=latency_runs,
                               seed=seed, overwrite=overwrite)
     emit(report, as_json, _calibrate_summary)
 

@@ -20,7 +20,7 @@ from evor_edge.calibration import (
     stratified_indices,
     trajectory_bounds,
 )
-from evor_edge.calibration.graph import state_precision_violations
+from evor_edge.calibration.graph import gelu_to_tanh, state_precision_violations
 from evor_edge.checkpoint import save_checkpoint
 from evor_edge.cli import main
 from evor_edge.config import preset_config
@@ -194,13 +194,51 @@ def test_int8_quantizes_only_hidden_matmuls_and_keeps_euler_float32(int8_dir) ->
             assert dq.op_type == "DequantizeLinear"
             quantized_consumers.update(u.op_type for u in users[dq.output[0]])
     assert quantized_consumers == {"Gemm"}
-    for op in ("LayerNormalization", "Erf", "Sub", "Div"):  # normalisation / GELU never read quantised data
+    for op in ("LayerNormalization", "Tanh", "Pow", "Sub", "Div"):  # normalisation / GELU never read quantised data
         for node in (n for n in model.graph.node if n.op_type == op):
             assert all(not name.endswith("DequantizeLinear_Output") for name in node.input), node.name
     # hidden -> hidden layers only: 2 per network (MLP 3x32) per Euler step, actor and critic
     dq_matmuls = {u.name for n in model.graph.node if n.op_type == "DequantizeLinear"
                   for u in users.get(n.output[0], []) if u.op_type == "Gemm"}
     assert len(dq_matmuls) == 2 * 2 * EULER_STEPS
+
+
+def test_gelu_to_tanh_matches_torch_tanh_gelu(tmp_path: Path) -> None:
+    """Known answer: the rewritten graph computes torch's tanh-approximate GELU, not the exact one."""
+    import onnxruntime as ort
+
+    class TwoGelus(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.gelu(torch.nn.functional.gelu(x) * 3.0 - 1.0)
+
+    path = tmp_path / "gelu.onnx"
+    torch.onnx.export(TwoGelus(), (torch.zeros(20, 8),), str(path), opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    model, count = gelu_to_tanh(onnx.load(str(path)))
+    assert count == 2
+    ops = [n.op_type for n in model.graph.node]
+    assert "Erf" not in ops and ops.count("Tanh") == 2
+    onnx.checker.check_model(model, full_check=True)
+    x = np.linspace(-6, 6, 20 * 8, dtype=np.float32).reshape(20, 8)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # our ops, not a fused kernel
+    y = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    gelu_tanh = torch.nn.functional.gelu(torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh") * 3.0
+                                         - 1.0, approximate="tanh").numpy()
+    exact = TwoGelus()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y, gelu_tanh, atol=2e-6)
+    assert np.max(np.abs(y - exact)) > 1e-4  # it is the approximation, not a copy of the exact graph
+    assert gelu_to_tanh(model)[1] == 0  # nothing left to rewrite
+
+
+def test_int8_defaults_to_tanh_gelu_and_fp16_keeps_erf(int8_dir, fp16_dir) -> None:
+    int8_model = onnx.load(str(int8_dir[0] / "engine.onnx"))
+    fp16_model = onnx.load(str(fp16_dir[0] / "engine.onnx"))
+    assert int8_dir[1]["calibration"]["gelu"] == {"form": "tanh", "rewritten": 2 * 3 * EULER_STEPS}
+    assert not any(n.op_type == "Erf" for n in int8_model.graph.node)
+    assert fp16_dir[1]["calibration"]["gelu"]["form"] == "exact"
+    assert any(n.op_type == "Erf" for n in fp16_model.graph.node)
 
 
 def _activation_scales(model: onnx.ModelProto) -> dict[str, list[float]]:
