@@ -5,7 +5,7 @@ Torch-free: uses only evor_edge.runtime (numpy + onnxruntime), so it runs on the
 ``--fit`` uses the engine directory's quality/latency frontier (``frontier.json``, written by
 ``benchmarks/frontier.py``; or ``--frontier FILE``) when there is one: the configuration with the best
 selection agreement against the full FP32 paper configuration whose p99, measured here, meets the
-deadline. Without a frontier it falls back to the largest N_pi * N that fits.
+deadline. Without a frontier it falls back to the most candidates that fit with >= 8 reward-to-go samples.
 """
 
 from __future__ import annotations

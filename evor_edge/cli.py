@@ -380,10 +380,12 @@ def _calibrate_summary(r: dict[str, Any]) -> str:
               help="Draw N reward-to-go noises per candidate but evaluate only the K largest (Q* keeps 1/N).")
 @click.option("--fit", is_flag=True,
               help="Pick the configuration to bench: with a frontier (ENGINE_DIR/frontier.json or --frontier), "
-                   "the best selection agreement whose p99 meets the deadline; else the largest N_pi*N that fits.")
+                   "the best selection agreement whose p99 meets the deadline; else the most candidates that fit "
+                   "with >= 8 reward-to-go samples.")
 @click.option("--frontier", "frontier_path", type=click.Path(exists=True, dir_okay=False),
               help="Frontier JSON for --fit (default: ENGINE_DIR/frontier.json when present).")
-@click.option("--no-frontier", is_flag=True, help="--fit ignores any frontier file (largest N_pi*N that fits).")
+@click.option("--no-frontier", is_flag=True,
+              help="--fit ignores any frontier file (grid rule: most candidates with >= 8 samples).")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads (default: physical cores).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -4,7 +4,7 @@ Every function returns JSON-able dicts; the `evor-edge bench` CLI wires them up.
 
 Budget fitting (:func:`fit`) has two modes:
 
-* grid (no frontier): the largest N_pi * N whose p99 fits the period (latency only);
+* grid (no frontier): the most candidates N_pi whose p99 fits with N >= 8 samples (latency only);
 * frontier: a quality/latency frontier file (``frontier.json`` in the engine directory, written by
   ``benchmarks/frontier.py``) lists configurations (engine variant, N_pi, N, rtg_top_k, CRN) with
   their selection agreement against the full FP32 paper configuration. The configurations are
@@ -421,6 +421,22 @@ def _fit_frontier(policy: Any, hz: float, budget_ms: float, frontier: dict[str, 
     }
 
 
+MIN_FIT_RTG = 8
+
+
+def _grid_preference(row: dict[str, Any]) -> tuple[bool, int, int, int]:
+    """Sort key of a fitting grid point when no measured frontier is given (larger is better).
+
+    N_pi drives closed-loop success (docs/results.md: 0 / 75 / 90 / 100 % at N_pi 1 / 2 / 4 / 8 on
+    pointmaze task 1), and N_pi = 1 is the base policy whatever N is, so it only wins when nothing else
+    fits. Q* (Eq. 39) is a log-mean-exp over N samples whose estimate is noisy for a handful of samples,
+    so up to MIN_FIT_RTG samples come before more candidates; beyond that, more candidates first. (The
+    old rule, the largest N_pi * N, picked N_pi 1 / N 64 over N_pi 8 / N 4 once.)
+    """
+    npi, n = int(row["num_candidates"]), int(row["num_rtg"] or MIN_FIT_RTG)
+    return npi > 1, min(n, MIN_FIT_RTG), npi, n
+
+
 def fit(
     engine_dir: str | os.PathLike[str] | None = None,
     hz: float = 50.0,
@@ -439,10 +455,11 @@ def fit(
 ) -> dict[str, Any]:
     """Fit the configuration to the control period (times ``budget_fraction``).
 
-    Without ``frontier``: the largest (N_pi, N) whose p99 latency fits. Each grid point is timed
+    Without ``frontier``: a (N_pi, N) whose p99 latency fits. Each grid point is timed
     with ``ticks`` back-to-back calls (not rate limited) after ``warmup`` calls. Latency is assumed
     monotone in N_pi and N, so points that dominate a failing point are skipped (marked
-    ``"skipped"``). Among fitting points the largest N_pi * N wins, ties going to the larger N_pi.
+    ``"skipped"``). Among fitting points :func:`_grid_preference` picks: selection at all (N_pi > 1),
+    then at least ``MIN_FIT_RTG`` reward-to-go samples, then the most candidates, then the most samples.
     For kind "qc" engines only N_pi is searched. Grid points a pruned engine cannot run
     (N_pi < K1, N < N1) are marked ``"invalid"``.
 
@@ -505,8 +522,7 @@ def fit(
         policy.set_num_rtg(saved[1])
         policy.rng.bit_generator.state = saved[2]
     fitting = [r for r in table if r["fits"]]
-    best = max(fitting, key=lambda r: (r["num_candidates"] * (r["num_rtg"] or 1), r["num_candidates"]),
-               default=None)
+    best = max(fitting, key=_grid_preference, default=None)
     return {
         "hz": float(hz),
         "budget_ms": budget_ms,

@@ -102,3 +102,22 @@ def test_plot_histogram(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = plot_histogram(np.random.default_rng(0).gamma(2.0, 1.0, size=200), 20.0, tmp_path / "h.png")
     assert Path(out).stat().st_size > 0
+
+
+def test_grid_preference_prefers_candidates_with_enough_samples() -> None:
+    from evor_edge.runtime.bench import MIN_FIT_RTG, _grid_preference
+
+    rows = [{"num_candidates": 1, "num_rtg": 64}, {"num_candidates": 8, "num_rtg": 4},
+            {"num_candidates": 4, "num_rtg": MIN_FIT_RTG}, {"num_candidates": 16, "num_rtg": 2},
+            {"num_candidates": 2, "num_rtg": 32}]
+    assert max(rows, key=_grid_preference) == {"num_candidates": 4, "num_rtg": MIN_FIT_RTG}
+    rows.append({"num_candidates": 4, "num_rtg": 16})  # same N_pi: more samples win
+    assert max(rows, key=_grid_preference) == {"num_candidates": 4, "num_rtg": 16}
+    # nothing with enough samples: candidates before samples, but never the base policy (N_pi 1)
+    few = [{"num_candidates": 1, "num_rtg": 64}, {"num_candidates": 2, "num_rtg": 4},
+           {"num_candidates": 8, "num_rtg": 4}]
+    assert max(few, key=_grid_preference) == {"num_candidates": 8, "num_rtg": 4}
+    assert max([{"num_candidates": 1, "num_rtg": 64}, {"num_candidates": 1, "num_rtg": 8}],
+               key=_grid_preference)["num_rtg"] == 64
+    assert max([{"num_candidates": 4, "num_rtg": None}, {"num_candidates": 8, "num_rtg": None}],
+               key=_grid_preference)["num_candidates"] == 8  # QC engines: no samples axis

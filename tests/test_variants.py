@@ -364,7 +364,7 @@ def test_fit_with_a_frontier_file(built, tmp_path: Path) -> None:
     assert none["chosen"] is None and all(row["status"] == "measured" for row in none["table"])
     assert (policy.num_candidates, policy.num_rtg, policy.rtg_top_k) == before  # settings restored
 
-    # without a frontier the old behaviour: largest N_pi * N that fits
+    # without a frontier: the grid rule (all fit at 0.001 Hz: most candidates, then most samples)
     grid = fit(policy=policy, hz=1e-3, ticks=2, warmup=0, npi_grid=(1, 4), n_grid=(1, 2))
     assert grid["mode"] == "grid" and grid["chosen"]["num_candidates"] == 4 and grid["chosen"]["num_rtg"] == 2
 
