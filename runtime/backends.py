@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import EngineError, Manifest, load_manifest
+from .manifest import EngineError, Manifest, load_manifest, prune_spec
 
 __all__ = [
     "Backend",
@@ -62,14 +62,17 @@ def tensorrt_available() -> bool:
 
 
 def _shapes(manifest: Manifest, batch: int, num_candidates: int, num_rtg: int) -> dict[str, tuple[int, ...]]:
+    """Input and output shapes for (B, N_pi, N); a pruned engine outputs only its K1 survivors."""
+    pruned = prune_spec(manifest)
+    out_candidates = pruned[0] if pruned else num_candidates
     shapes = {
         "obs": (batch, manifest.obs_dim),
         "action_noise": (batch, num_candidates, manifest.act_dim),
-        "actions": (batch, num_candidates, manifest.act_dim),
+        "actions": (batch, out_candidates, manifest.act_dim),
     }
     if manifest.kind == "evor":
         shapes["rtg_noise"] = (batch, num_candidates, num_rtg)
-        shapes["returns"] = (batch, num_candidates, num_rtg)
+        shapes["returns"] = (batch, out_candidates, num_rtg)
     else:
         shapes["q"] = (batch, num_candidates)
     return shapes

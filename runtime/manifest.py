@@ -166,3 +166,14 @@ def move_dir_into_place(tmp: Path, out: Path, overwrite: bool, exists_error: Exc
         os.rename(backup, out)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def prune_spec(manifest: Manifest) -> tuple[int, int] | None:
+    """(K1 survivors, N1 screening samples) of a pruned EVOR engine (``export --prune``), else None."""
+    prune = manifest.extra.get("prune") if manifest.kind == "evor" and isinstance(manifest.extra, dict) else None
+    if not prune:
+        return None
+    try:
+        return int(prune["survivors"]), int(prune["screen_rtg"])
+    except (KeyError, TypeError, ValueError):
+        raise EngineError("manifest extra.prune must have integer 'survivors' and 'screen_rtg'") from None

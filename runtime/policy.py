@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, IOBuffers, make_backend
-from .manifest import EngineError, Manifest, load_manifest
+from .manifest import EngineError, Manifest, load_manifest, prune_spec
 from .selection import SelectionScratch, check_tau_q, check_tau_r, q_star, select
 
 __all__ = [
@@ -221,69 +221,6 @@ class _ShapeState:
         self.row_ok2 = np.empty(batch, dtype=bool)
 
 
-class _SurvivorOutputs(Backend):
-    """A pruned engine's backend view: inputs as usual, outputs for K1 survivors.
-
-    Pruned engines (``export --prune K1:N1``) return ``actions [B, K1, act_dim]`` and
-    ``returns [B, K1, N]``; this wraps the engine's backend so its pre-allocated, bound output
-    buffers have that shape (allocation and binding are the wrapped backend's own).
-    """
-
-    def __init__(self, inner: Backend, survivors: int) -> None:
-        super().__init__(inner.manifest)
-        self.inner = inner
-        self.survivors = int(survivors)
-        self.name = inner.name
-
-    def buffers(self, batch: int, num_candidates: int, num_rtg: int) -> IOBuffers:
-        key = (int(batch), int(num_candidates), int(num_rtg))
-        found = self._cache.get(key)
-        if found is not None:
-            self._cache.move_to_end(key)
-            return found
-        if min(key) < 1:
-            raise ValueError(f"B, N_pi and N must be >= 1, got {key}")
-        m = self.manifest
-        in_shapes = {"obs": (key[0], m.obs_dim), "action_noise": (key[0], key[1], m.act_dim),
-                     "rtg_noise": key}
-        out_shapes = {"actions": (key[0], self.survivors, m.act_dim), "returns": (key[0], self.survivors, key[2])}
-        inputs = {n: self.inner._alloc(in_shapes[n]) for n in m.input_names}
-        outputs = {n: self.inner._alloc(out_shapes[n]) for n in m.output_names}
-        for arr in inputs.values():
-            arr.fill(0.0)
-        bufs = IOBuffers(key, inputs, outputs)
-        self.inner._bind(bufs)
-        self._cache[key] = bufs
-        while len(self._cache) > 4:
-            _, old = self._cache.popitem(last=False)
-            self.inner._release(old)
-        return bufs
-
-    def _release(self, bufs: IOBuffers) -> None:
-        self.inner._release(bufs)
-
-    def run(self, bufs: IOBuffers) -> None:
-        self.inner.run(bufs)
-
-    def close(self) -> None:
-        super().close()
-        self.inner.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {**self.inner.describe(), "survivors": self.survivors}
-
-
-def _prune_spec(manifest: Manifest) -> tuple[int, int] | None:
-    """(K1, N1) of a pruned engine from manifest.extra["prune"], else None."""
-    prune = manifest.extra.get("prune") if isinstance(manifest.extra, dict) else None
-    if not prune:
-        return None
-    try:
-        return int(prune["survivors"]), int(prune["screen_rtg"])
-    except (KeyError, TypeError, ValueError):
-        raise EngineError("manifest extra.prune must have integer 'survivors' and 'screen_rtg'") from None
-
-
 class EvorPolicy:
     """EVOR inference (Algorithm 2) around a compiled engine; numpy + onnxruntime only.
 
@@ -315,9 +252,7 @@ class EvorPolicy:
         if on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
         self.manifest = manifest
-        self.prune = _prune_spec(manifest) if manifest.kind == "evor" else None
-        if self.prune is not None and not isinstance(backend, _SurvivorOutputs):
-            backend = _SurvivorOutputs(backend, self.prune[0])
+        self.prune = prune_spec(manifest)  # the backend sizes a pruned engine's outputs for its K1 survivors
         self.backend = backend
         self.engine_dir = Path(engine_dir) if engine_dir is not None else None
         self.obs_dim = int(manifest.obs_dim)
