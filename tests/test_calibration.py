@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from agent_fixtures import random_agent
 from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
-from evor_edge.agents import AgentSpec, make_agent
 from evor_edge.calibration import (
     CalibrationError,
     calibrate_engine,
@@ -23,9 +23,8 @@ from evor_edge.calibration import (
 from evor_edge.calibration.graph import gelu_to_tanh, state_precision_violations
 from evor_edge.checkpoint import save_checkpoint
 from evor_edge.cli import main
-from evor_edge.config import preset_config
 from evor_edge.export import export_engine, validate_engine
-from evor_edge.normalization import ObsNormalizer, ReturnScaler
+from evor_edge.normalization import ReturnScaler
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.manifest import load_manifest, sha256_file
 
@@ -37,26 +36,14 @@ FAST = {"samples": 16, "parity_samples": 12, "latency_runs": 3, "latency_threads
 PARITY_KEYS = {"agreement_pct", "q_star_abs_error", "q_star_rel_error", "selected_action_abs_error",
                "candidate_action_abs_error", "regret", "observations", "num_candidates", "num_rtg"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _engine(root: Path, kind: str, seed: int) -> Path:
     """A tiny random-weight engine (MLP 3x32, M=4) exported by export_engine."""
-    cfg = preset_config("small", agent=kind, hidden_dims=(32, 32, 32), euler_steps=EULER_STEPS)
-    spec = AgentSpec(cfg, OBS_DIM, ACT_DIM, (-1.0, -1.0), (1.0, 1.0), ObsNormalizer(OBS_MEAN, OBS_STD),
-                     ReturnScaler(center=-20.0, half_width=7.0))
-    torch.manual_seed(seed)
-    agent = make_agent(spec).eval()
-    with torch.no_grad():  # default init gives near-zero velocities; make the Euler steps matter
-        for name, param in agent.named_parameters():
-            if name.endswith("weight") and param.ndim == 2:
-                param.mul_(2.0)
+    agent = random_agent(kind, OBS_DIM, ACT_DIM, hidden_dims=(32, 32, 32), euler_steps=EULER_STEPS,
+                         obs_mean=OBS_MEAN, obs_std=OBS_STD, returns=ReturnScaler(center=-20.0, half_width=7.0),
+                         seed=seed)
     ckpt = save_checkpoint(root / f"run_{kind}", agent, 1)
     export_engine(ckpt, root / f"engine_{kind}", progress=False)
     return root / f"engine_{kind}"

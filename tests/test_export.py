@@ -12,11 +12,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from agent_fixtures import random_agent
 from onnx import TensorProto, helper
 
-from evor_edge.agents import AgentSpec, BaseAgent, make_agent
+from evor_edge.agents import BaseAgent
 from evor_edge.checkpoint import save_checkpoint
-from evor_edge.config import preset_config
 from evor_edge.export import (
     EngineValidationError,
     ExportError,
@@ -26,7 +26,7 @@ from evor_edge.export import (
     validate_engine,
 )
 from evor_edge.inference import candidates_and_values
-from evor_edge.normalization import ObsNormalizer, ReturnScaler
+from evor_edge.normalization import ReturnScaler
 from evor_edge.runtime.manifest import load_manifest, sha256_file
 
 OBS_DIM, ACT_DIM = 4, 2
@@ -37,18 +37,13 @@ RETURNS = ReturnScaler(center=-20.0, half_width=7.0)
 TASK = "pointmaze-medium-navigate-singletask-task1-v0"
 TOL = 1e-4
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def make_test_agent(kind: str, seed: int = 0) -> BaseAgent:
     """Small random-weight agent with non-trivial normalisers; weights scaled up so flows move far."""
-    cfg = preset_config("small", agent=kind, hidden_dims=(64, 64), euler_steps=10)
-    spec = AgentSpec(cfg, OBS_DIM, ACT_DIM, LOW, HIGH, ObsNormalizer(OBS_MEAN, OBS_STD), RETURNS)
-    torch.manual_seed(seed)
-    agent = make_agent(spec)
-    with torch.no_grad():  # default init gives near-zero velocities; make the Euler steps matter
-        for name, param in agent.named_parameters():
-            if name.endswith("weight") and param.ndim == 2:
-                param.mul_(2.0)
-    return agent.eval()
+    return random_agent(kind, OBS_DIM, ACT_DIM, hidden_dims=(64, 64), euler_steps=10, obs_mean=OBS_MEAN,
+                        obs_std=OBS_STD, returns=RETURNS, low=LOW, high=HIGH, seed=seed)
 
 
 def realistic_obs(gen: torch.Generator, batch: int) -> torch.Tensor:
@@ -65,15 +60,6 @@ def session(engine_dir: Path) -> ort.InferenceSession:
 def run_engine(sess: ort.InferenceSession, *inputs: torch.Tensor) -> list[np.ndarray]:
     names = [i.name for i in sess.get_inputs()]
     return sess.run(None, {n: x.numpy() for n, x in zip(names, inputs, strict=True)})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Intra-op threads on a shared 2-core box make tiny ops wait on busy cores (ms per GELU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from agent_fixtures import random_agent
 
-from evor_edge.agents import AgentSpec, make_agent
 from evor_edge.checkpoint import save_checkpoint
-from evor_edge.config import preset_config
 from evor_edge.export import ExportError, engine_flops, export_engine, validate_engine
 from evor_edge.export.graph import integrate_flow, solver_stage_times
-from evor_edge.normalization import ObsNormalizer, ReturnScaler
+from evor_edge.normalization import ReturnScaler
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.bench import choose_from_frontier, fit, flops_per_tick, load_frontier
 from evor_edge.runtime.manifest import load_manifest
@@ -27,26 +26,13 @@ OBS_DIM, ACT_DIM = 3, 2
 M = 4  # actor Euler steps of the test agent (small: fast exports)
 N_PI, N = 6, 5  # the test agent's default N_pi / N
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _agent(seed: int = 0):
-    cfg = preset_config("small", hidden_dims=(32, 32), euler_steps=M, num_candidates=N_PI, num_rtg_eval=N)
-    spec = AgentSpec(cfg, OBS_DIM, ACT_DIM, (-1.0, -1.0), (1.0, 1.0),
-                     ObsNormalizer((0.5, -1.0, 2.0), (1.0, 2.0, 0.5)), ReturnScaler(center=-5.0, half_width=3.0))
-    torch.manual_seed(seed)
-    agent = make_agent(spec)
-    with torch.no_grad():  # default init gives near-zero velocities: make the flows move
-        for name, param in agent.named_parameters():
-            if name.endswith("weight") and param.ndim == 2:
-                param.mul_(2.0)
-    return agent.eval()
+    return random_agent("evor", OBS_DIM, ACT_DIM, hidden_dims=(32, 32), euler_steps=M, obs_mean=(0.5, -1.0, 2.0),
+                        obs_std=(1.0, 2.0, 0.5), returns=ReturnScaler(center=-5.0, half_width=3.0), seed=seed,
+                        num_candidates=N_PI, num_rtg_eval=N)
 
 
 @pytest.fixture(scope="module")
