@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evor_edge.checkpoint import load_checkpoint
     from evor_edge.runtime import EvorPolicy
-    from evor_edge.runtime.bench import flops_per_tick, load_dataset_observations, observations_from_manifest
+    from evor_edge.runtime.bench import flops_per_tick
     from evor_edge.runtime.manifest import load_manifest
 
     torch.set_num_threads(args.threads)
@@ -200,17 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     act_dim = manifest.act_dim
 
     rng = np.random.default_rng(args.seed)
-    if args.dataset:
-        pool = load_dataset_observations(args.dataset, obs_dim=manifest.obs_dim)
-        obs = pool[rng.choice(len(pool), size=min(args.agreement_obs, len(pool)), replace=False)]
-    else:
-        obs = observations_from_manifest(manifest, args.agreement_obs, rng)
-    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    obs = fr.held_out_observations(manifest, args.dataset, args.agreement_obs, rng)
     count = len(obs)
-    a_noise = rng.standard_normal((count, n_pi, act_dim), dtype=np.float32)
-    r_noise = rng.standard_normal((count, n_pi, n), dtype=np.float32)
-    r_indep = rng.standard_normal((count, n_pi, n), dtype=np.float32)
-    crn_row = rng.standard_normal((count, 1, n), dtype=np.float32)
+    a_noise, r_noise, r_indep, crn_row = fr.held_out_noise(rng, count, n_pi, n, act_dim)
     obs_t, a_t, r_t = (torch.from_numpy(x) for x in (obs, a_noise, r_noise))
 
     # ---------------------------------------------------------------------------- peers

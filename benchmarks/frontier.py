@@ -207,6 +207,29 @@ class Outputs:
         self.certified = certified  # [n] bool (rtg_top_k): the runtime's certificate (EvorPolicy.last.certified)
 
 
+def held_out_observations(manifest: Any, dataset: str | None, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` observations: random dataset rows when a dataset is given, else draws from the manifest's
+    observation normaliser. Consumes `rng` first, so the noise drawn after it is the same in every script."""
+    from evor_edge.runtime.bench import load_dataset_observations, observations_from_manifest
+
+    if dataset:
+        pool = load_dataset_observations(dataset, obs_dim=manifest.obs_dim)
+        obs = pool[rng.choice(len(pool), size=min(count, len(pool)), replace=False)]
+    else:
+        obs = observations_from_manifest(manifest, count, rng)
+    return np.ascontiguousarray(obs, dtype=np.float32)
+
+
+def held_out_noise(rng: np.random.Generator, count: int, n_pi: int, n: int, act_dim: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(action noise, reward-to-go noise, an independent redraw of it, one CRN row per observation)."""
+    action_noise = rng.standard_normal((count, n_pi, act_dim), dtype=np.float32)
+    rtg = rng.standard_normal((count, n_pi, n), dtype=np.float32)
+    rtg_indep = rng.standard_normal((count, n_pi, n), dtype=np.float32)
+    crn_row = rng.standard_normal((count, 1, n), dtype=np.float32)
+    return action_noise, rtg, rtg_indep, crn_row
+
+
 def engine_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -398,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="frontier JSON path (default ENGINES/full/frontier.json)")
     args = ap.parse_args(argv)
 
-    from evor_edge.runtime.bench import FRONTIER_FILE, load_dataset_observations, observations_from_manifest
+    from evor_edge.runtime.bench import FRONTIER_FILE
     from evor_edge.runtime.manifest import load_manifest
 
     engines_spec = dict(DEFAULT_ENGINES)
@@ -414,17 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(engines[REF])
     n_pi, n, tau_r = manifest.default_num_candidates, manifest.default_num_rtg, manifest.default_tau_r
     rng = np.random.default_rng(args.seed)
-    if args.dataset:
-        pool = load_dataset_observations(args.dataset, obs_dim=manifest.obs_dim)
-        obs = pool[rng.choice(len(pool), size=min(args.observations, len(pool)), replace=False)]
-    else:
-        obs = observations_from_manifest(manifest, args.observations, rng)
-    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    obs = held_out_observations(manifest, args.dataset, args.observations, rng)
     count = len(obs)
-    action_noise = rng.standard_normal((count, n_pi, manifest.act_dim), dtype=np.float32)
-    rtg = rng.standard_normal((count, n_pi, n), dtype=np.float32)
-    rtg_indep = rng.standard_normal((count, n_pi, n), dtype=np.float32)
-    crn_row = rng.standard_normal((count, 1, n), dtype=np.float32)
+    action_noise, rtg, rtg_indep, crn_row = held_out_noise(rng, count, n_pi, n, manifest.act_dim)
     configs = default_configs(engines_spec, n_pi, n)
 
     sessions: dict[str, Any] = {}
@@ -535,7 +550,7 @@ def print_table(points: list[dict[str, Any]], ceiling: dict[str, Any], load_star
 
 def retime(args: argparse.Namespace, root: Path) -> int:
     """--latency-only: re-time an existing frontier's points (same observations source, new latencies)."""
-    from evor_edge.runtime.bench import FRONTIER_FILE, load_dataset_observations, observations_from_manifest
+    from evor_edge.runtime.bench import FRONTIER_FILE
     from evor_edge.runtime.manifest import load_manifest
 
     out_path = Path(args.out) if args.out else root / REF / FRONTIER_FILE
@@ -546,13 +561,7 @@ def retime(args: argparse.Namespace, root: Path) -> int:
                       p["common_rtg_noise"]) for p in points]
     engines = {c.engine: root / c.engine for c in configs}
     manifest = load_manifest(engines[REF])
-    rng = np.random.default_rng(args.seed)
-    if args.dataset:
-        pool = load_dataset_observations(args.dataset, obs_dim=manifest.obs_dim)
-        obs = pool[rng.choice(len(pool), size=min(args.observations, len(pool)), replace=False)]
-    else:
-        obs = observations_from_manifest(manifest, args.observations, rng)
-    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    obs = held_out_observations(manifest, args.dataset, args.observations, np.random.default_rng(args.seed))
     log(f"re-timing {len(configs)} configurations of {out_path} (paced at {args.hz} Hz)")
     lat = time_configs(configs, engines, obs, args.ticks, args.block, args.threads, args.max_seconds,
                        manifest.default_tau_r, args.hz)
