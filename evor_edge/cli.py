@@ -180,8 +180,12 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
 @click.option("--num-rtg", type=click.IntRange(min=1), help="N reward-to-go samples (EVOR).")
 @click.option("--tau-r", type=click.FloatRange(min=0.0, min_open=True), help="tau_R of Q* (EVOR).")
 @click.option("--tau-q", type=click.FloatRange(min=0.0), help="tau_Q of the softmax (0 = argmax).")
+@click.option("--rtg-top-k", type=click.IntRange(min=1),
+              help="ENGINE_DIR only: draw N reward-to-go noises per candidate, run the engine on the k largest "
+                   "(docs/performance.md).")
+@click.option("--crn", is_flag=True, help="ENGINE_DIR only: one reward-to-go noise row shared by all candidates.")
 @click.option("--sweep", "sweep_spec", metavar="KNOB=V1,V2,...",
-              help="Evaluate at each value of one runtime knob (num_candidates, num_rtg, tau_r, tau_q).")
+              help="Evaluate at each value of one runtime knob (num_candidates, num_rtg, tau_r, tau_q, rtg_top_k).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="With --sweep: success vs value PNG.")
 @click.option("--parallel", default=25, show_default=True, type=click.IntRange(min=1),
               help="Environments stepped together (one policy call per tick for all).")
@@ -192,8 +196,8 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
 def eval_command(source: str, task: str, episodes: int, num_candidates: int | None, num_rtg: int | None,
-                 tau_r: float | None, tau_q: float | None, sweep_spec: str | None, plot_path: str | None,
-                 parallel: int, seed: int, threads: int | None, as_json: bool) -> None:
+                 tau_r: float | None, tau_q: float | None, rtg_top_k: int | None, crn: bool, sweep_spec: str | None,
+                 plot_path: str | None, parallel: int, seed: int, threads: int | None, as_json: bool) -> None:
     """Closed-loop success of SOURCE (a checkpoint / run dir, or an ENGINE_DIR) on TASK.
 
     An engine directory runs through EvorPolicy, exactly what the robot runs; a checkpoint runs the
@@ -209,8 +213,15 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
     env = make_env(task)
     env_dims = (env.observation_space.shape[-1], env.action_space.shape[-1])
     env.close()
-    knobs = {"num_candidates": num_candidates, "num_rtg": num_rtg, "tau_r": tau_r, "tau_q": tau_q}
+    knobs: dict[str, Any] = {"num_candidates": num_candidates, "num_rtg": num_rtg, "tau_r": tau_r, "tau_q": tau_q}
+    engine_only = {"rtg_top_k": rtg_top_k, "common_rtg_noise": crn or None}
     policy_factory, dims, kind = _policy_factory(source, seed, threads)
+    asked = [k for k, v in engine_only.items() if v is not None] + ([sweep[0]] if sweep and sweep[0] in engine_only
+                                                                      else [])
+    if asked and kind != "engine":
+        raise ValueError(f"{', '.join(sorted(set(asked)))}: run-time engine options; {source} is a checkpoint "
+                         "(export it and evaluate the ENGINE_DIR)")
+    knobs.update({k: v for k, v in engine_only.items() if v is not None})
     if dims != env_dims:
         raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {env_dims}")
     values = sweep[1] if sweep else [None]

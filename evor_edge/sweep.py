@@ -15,6 +15,7 @@ SWEEPABLE: dict[str, tuple[type, Callable[[float], bool], str]] = {
     "num_rtg": (int, lambda v: 1 <= v <= 4096, "an integer in [1, 4096]"),
     "tau_r": (float, lambda v: v > 0 and not math.isnan(v), "a number > 0 (inf = mean)"),
     "tau_q": (float, lambda v: v >= 0 and not math.isnan(v), "a number >= 0 (0 = argmax)"),
+    "rtg_top_k": (int, lambda v: 1 <= v <= 4096, "an integer in [1, 4096]"),
 }
 
 
