@@ -94,10 +94,15 @@ def euler_updates(model: onnx.ModelProto, kind: str) -> dict[str, list[str]]:
     users = consumers(model)
     roots = {"actor": "action_noise"}
     if kind == "evor":
-        unsqueeze = [n for n in users.get("rtg_noise", []) if n.op_type == "Unsqueeze"]
-        if len(unsqueeze) != 1:
+        # the reward-to-go state starts at Unsqueeze(rtg_noise); a pruned engine (export --prune) has two
+        # critic loops: the screen on Slice(rtg_noise) and the survivors' on GatherElements(rtg_noise)
+        starts = [n for n in users.get("rtg_noise", []) if n.op_type == "Unsqueeze"]
+        for picked in (n for n in users.get("rtg_noise", []) if n.op_type in ("Slice", "GatherElements")):
+            starts += [n for n in users.get(picked.output[0], []) if n.op_type == "Unsqueeze"]
+        if not starts or (len(starts) > 1 and any(n.input[0] == "rtg_noise" for n in starts)):
             raise CalibrationError("engine graph: cannot find the critic's Euler state (Unsqueeze of rtg_noise)")
-        roots["critic"] = unsqueeze[0].output[0]
+        for i, node in enumerate(starts):
+            roots["critic" if i == 0 else f"critic_{i}"] = node.output[0]
     chains: dict[str, list[str]] = {}
     for loop, state in roots.items():
         chain: list[str] = []

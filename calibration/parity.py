@@ -16,6 +16,13 @@ N_pi / N):
   expected: the candidates are equivalent within the quantisation error);
 * action error: of the selected action, and over all candidates (the actor's own error).
 
+Pruned engines (``export --prune K1:N1``) output their K1 survivors in screen order, which quantisation
+can reorder or change. Candidates are then identified by their action: each reduced-precision survivor is
+matched to the FP32 survivor nearest in max-abs action distance when that distance is below
+`MATCH_TOLERANCE` (candidates from different noise are ~0.1-1 apart, the actor's INT8 error ~1e-3);
+agreement means the chosen survivor matches the FP32 choice, Q* / action errors are over matched pairs,
+and a choice that matches no FP32 survivor counts as a disagreement (`chosen_outside_reference`).
+
 Latency is the per-tick wall time of `EvorPolicy.act` (engine + selection), the runtime's own path.
 """
 
@@ -32,7 +39,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from evor_edge.runtime import EvorPolicy
-from evor_edge.runtime.manifest import Manifest
+from evor_edge.runtime.manifest import Manifest, prune_spec
 from evor_edge.runtime.selection import q_star
 
 
@@ -56,6 +63,18 @@ def session(path: str | os.PathLike[str], threads: int = 1) -> ort.InferenceSess
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+MATCH_TOLERANCE = 0.05
+
+
+def match_candidates(reference_actions: np.ndarray, candidate_actions: np.ndarray,
+                     tolerance: float = MATCH_TOLERANCE) -> np.ndarray:
+    """For each candidate row [K, act_dim], the index of the nearest reference row (max-abs distance), or -1
+    when none is within `tolerance`."""
+    dist = np.max(np.abs(candidate_actions[:, None, :] - reference_actions[None, :, :]), axis=-1)
+    nearest = np.argmin(dist, axis=1)
+    return np.where(dist[np.arange(len(nearest)), nearest] <= tolerance, nearest, -1)
+
+
 def compare_outputs(
     reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: list[dict[str, np.ndarray]],
     manifest: Manifest, tau_r: float | None = None, progress: bool = True,
@@ -75,6 +94,8 @@ def compare_outputs(
     value_abs: list[np.ndarray] = []
     spreads: list[float] = []
     nonfinite = 0
+    outside = 0
+    pruned = prune_spec(manifest) is not None
     for feed in tqdm(feeds, desc="parity", unit="obs", disable=not progress, leave=False):
         ref_actions, ref_values = reference.run(names, feed)
         lp_actions, lp_values = candidate.run(names, feed)
@@ -87,22 +108,33 @@ def compare_outputs(
             q_ref = np.asarray(ref_values[0], dtype=np.float64)
             q_lp = np.asarray(lp_values[0], dtype=np.float64)
         i_ref, i_lp = int(np.argmax(q_ref)), int(np.argmax(q_lp))
-        agree.append(i_ref == i_lp)
-        err = np.abs(q_lp - q_ref)
+        # the executed actions' difference, whatever candidate each engine chose
+        sel_action.append(float(np.max(np.abs(lp_actions[0, i_lp] - ref_actions[0, i_ref]))))
+        if pruned:  # survivors in screen order: identify candidates by their actions
+            order = match_candidates(ref_actions[0], lp_actions[0])
+            lp_rows = np.flatnonzero(order >= 0)
+            ref_rows = order[lp_rows]
+            chosen_ref = int(order[i_lp])
+            outside += int(chosen_ref < 0)
+        else:
+            lp_rows = ref_rows = np.arange(len(q_ref))
+            chosen_ref = i_lp
+        agree.append(i_ref == chosen_ref)
+        err = np.abs(q_lp[lp_rows] - q_ref[ref_rows])
         spread = float(np.std(q_ref))
         spreads.append(spread)
         q_abs.append(err)
-        q_rel.append(err / np.maximum(np.abs(q_ref), 1e-6))
+        q_rel.append(err / np.maximum(np.abs(q_ref[ref_rows]), 1e-6))
         q_spread.append(err / max(spread, 1e-12))
-        regret.append(float(q_ref[i_ref] - q_ref[i_lp]))
+        # a choice outside the FP32 survivors has no FP32 value: bound its regret by the worst survivor's
+        regret.append(float(q_ref[i_ref] - (q_ref[chosen_ref] if chosen_ref >= 0 else q_ref.min())))
         regret_spread.append(regret[-1] / max(spread, 1e-12))
         top2 = np.sort(q_ref)[-2:] if q_ref.size > 1 else np.array([0.0, np.inf])
         near_tie_gap.append(float(top2[1] - top2[0]))
-        sel_action.append(float(np.max(np.abs(lp_actions[0, i_lp] - ref_actions[0, i_ref]))))
-        cand_action.append(float(np.max(np.abs(lp_actions - ref_actions))))
-        value_abs.append(np.abs(lp_values - ref_values).ravel())
+        cand_action.append(float(np.max(np.abs(lp_actions[0, lp_rows] - ref_actions[0, ref_rows]), initial=0.0)))
+        value_abs.append(np.abs(lp_values[0, lp_rows] - ref_values[0, ref_rows]).ravel())
     q_abs_all = np.concatenate(q_abs)
-    q_p95 = float(np.percentile(q_abs_all, 95))
+    q_p95 = float(np.percentile(q_abs_all, 95)) if q_abs_all.size else float("nan")
     gaps = np.asarray(near_tie_gap)
     disagreements = ~np.asarray(agree)
     return {
@@ -125,6 +157,8 @@ def compare_outputs(
         "candidate_action_abs_error": stats(cand_action),
         "value_output_abs_error": stats(np.concatenate(value_abs)),
         "nonfinite_outputs": nonfinite,
+        **({"pruned": {"match": f"survivors matched by action (max-abs distance <= {MATCH_TOLERANCE})",
+                       "chosen_outside_reference": outside}} if pruned else {}),
     }
 
 

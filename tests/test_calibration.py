@@ -39,14 +39,15 @@ PARITY_KEYS = {"agreement_pct", "q_star_abs_error", "q_star_rel_error", "selecte
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _engine(root: Path, kind: str, seed: int) -> Path:
-    """A tiny random-weight engine (MLP 3x32, M=4) exported by export_engine."""
+def _engine(root: Path, kind: str, seed: int, **export: object) -> Path:
+    """A tiny random-weight engine (MLP 3x32, M=4) exported by export_engine (variants via **export)."""
     agent = random_agent(kind, OBS_DIM, ACT_DIM, hidden_dims=(32, 32, 32), euler_steps=EULER_STEPS,
                          obs_mean=OBS_MEAN, obs_std=OBS_STD, returns=ReturnScaler(center=-20.0, half_width=7.0),
                          seed=seed)
-    ckpt = save_checkpoint(root / f"run_{kind}", agent, 1)
-    export_engine(ckpt, root / f"engine_{kind}", progress=False)
-    return root / f"engine_{kind}"
+    suffix = "".join(f"_{k}" for k in export)
+    ckpt = save_checkpoint(root / f"run_{kind}{suffix}", agent, 1)
+    export_engine(ckpt, root / f"engine_{kind}{suffix}", progress=False, **export)
+    return root / f"engine_{kind}{suffix}"
 
 
 def _dataset(path: Path, trajectories: int = 12, length: int = 40, obs_dim: int = OBS_DIM, seed: int = 0) -> Path:
@@ -261,6 +262,36 @@ def test_int8_qc_engine(root, dataset) -> None:
     assert state_precision_violations(model, "qc") == []
     policy = EvorPolicy.load(root / "int8_qc", backend="onnxruntime", intra_op_threads=1)
     assert policy.act(np.asarray(OBS_MEAN, dtype=np.float32)).shape == (ACT_DIM,)
+
+
+class _ReversedSurvivors:
+    """A 'reduced-precision' session that returns the reference's exact outputs, survivors reversed."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def run(self, names, feed):
+        return [out[:, ::-1].copy() for out in self.inner.run(names, feed)]
+
+
+def test_pruned_parity_identifies_candidates_by_action(root, dataset) -> None:
+    from evor_edge.calibration.data import engine_feeds
+    from evor_edge.calibration.parity import compare_outputs, match_candidates, session
+
+    ref = np.array([[0.0, 0.0], [0.5, -0.5], [1.0, 1.0]])
+    assert match_candidates(ref, ref[[2, 0]] + 0.01).tolist() == [2, 0]
+    assert match_candidates(ref, np.array([[0.3, 0.3]])).tolist() == [-1]  # nothing within tolerance
+
+    engine = _engine(root, "evor", 2, prune=(3, 2))
+    manifest = load_manifest(engine)
+    feeds = engine_feeds(np.load(dataset)["observations"][:8], "evor", ACT_DIM, 6, 5, seed=0)
+    reference = session(engine / "engine.onnx")
+    same = compare_outputs(reference, _ReversedSurvivors(reference), feeds, manifest, progress=False)
+    assert same["agreement_pct"] == 100.0 and same["q_star_abs_error"]["max"] == 0.0
+    assert same["pruned"]["chosen_outside_reference"] == 0 and same["selected_action_abs_error"]["max"] == 0.0
+    report = calibrate_engine(engine, dataset, "int8", root / "int8_pruned", **FAST)
+    assert "pruned" in report["parity"] and report["parity"]["nonfinite_outputs"] == 0
+    assert state_precision_violations(onnx.load(str(root / "int8_pruned" / "engine.onnx")), "evor") == []
 
 
 # ------------------------------------------------------------------------------------------------ FP16
