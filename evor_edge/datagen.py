@@ -215,6 +215,17 @@ class _Recorder:
             n_buttons = len(np.atleast_1d(u._cur_button_states))
             self.buf["button_states"] = np.empty((cap, n_buttons), dtype=np.int64)
         self.t = 0
+        self.lengths: list[int] = []  # per finished episode
+        self.goals: list[int] = []  # goals the expert reached per finished episode
+        self._episode_start = 0
+
+    def end_episode(self, goals_reached: int, bar: Any) -> None:
+        """Close the current episode: record its length and goals, advance the progress bar."""
+        self.lengths.append(self.t - self._episode_start)
+        self.goals.append(int(goals_reached))
+        self._episode_start = self.t
+        bar.update(1)
+        bar.set_postfix(goals_per_ep=f"{np.mean(self.goals):.1f}")
 
     def add(self, ob: np.ndarray, action: np.ndarray, done: bool, info: dict[str, Any]) -> None:
         """Record one step: the observation *before* it, the action, done, and the prior state."""
@@ -251,8 +262,6 @@ def _collect_maze(
         expert = _MazeExpert(env, noise, rng)
         env.action_space.seed(seed)
         rec = _Recorder(env, n_episodes, max_episode_steps)
-        lengths: list[int] = []
-        goals: list[int] = []
         with tqdm(total=n_episodes, desc=spec.dataset, unit="ep", disable=not progress) as bar:
             for ep in range(n_episodes):
                 init_ij = all_cells[rng.integers(len(all_cells))]
@@ -261,7 +270,7 @@ def _collect_maze(
                     seed=seed if ep == 0 else None,
                     options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)),
                 )
-                start, reached, done = rec.t, 0, False
+                reached, done = 0, False
                 while not done:
                     action = expert.act()
                     next_ob, _, terminated, truncated, info = env.step(action)
@@ -271,13 +280,10 @@ def _collect_maze(
                         _set_maze_goal(env, vertex_cells[rng.integers(len(vertex_cells))])
                     rec.add(ob, action, done, info)
                     ob = next_ob
-                lengths.append(rec.t - start)
-                goals.append(reached)
-                bar.update(1)
-                bar.set_postfix(goals_per_ep=f"{np.mean(goals):.1f}")
+                rec.end_episode(reached, bar)
     finally:
         env.close()
-    return rec.arrays(), lengths, goals
+    return rec.arrays(), rec.lengths, rec.goals
 
 
 def _collect_cube(
@@ -310,8 +316,6 @@ def _collect_cube(
         space = env.action_space
         low, high = space.low.astype(np.float64), space.high.astype(np.float64)
         rec = _Recorder(env, n_episodes, max_episode_steps)
-        lengths: list[int] = []
-        goals: list[int] = []
         with tqdm(total=n_episodes, desc=spec.dataset, unit="ep", disable=not progress) as bar:
             for ep in range(n_episodes):
                 ob, info = env.reset(seed=seed if ep == 0 else None)
@@ -320,7 +324,7 @@ def _collect_cube(
                 noise_scale = np.array([xi, xi, xi, 3 * xi, 10 * xi])
                 agent = agents[info["privileged/target_task"]]
                 agent.reset(ob, info)
-                start, reached, done = rec.t, 0, False
+                reached, done = 0, False
                 while not done:
                     if rng.random() < spec.p_random_action:
                         action = rng.uniform(low, high)
@@ -338,13 +342,10 @@ def _collect_cube(
                         agent.reset(agent_ob, agent_info)
                     rec.add(ob, action, done, info)
                     ob = next_ob
-                lengths.append(rec.t - start)
-                goals.append(reached)
-                bar.update(1)
-                bar.set_postfix(goals_per_ep=f"{np.mean(goals):.1f}")
+                rec.end_episode(reached, bar)
     finally:
         env.close()
-    return rec.arrays(), lengths, goals
+    return rec.arrays(), rec.lengths, rec.goals
 
 
 # --------------------------------------------------------------------------- expert evaluation
