@@ -57,7 +57,7 @@ def run_case(name: str, run: Path, dataset: Path, task: str, work: Path, args: a
         report = calibrate_engine(
             fp32, dataset, "int8", work / f"{name}-int8-{label}", samples=args.samples,
             parity_samples=args.parity_samples, task=task, shared_scales=shared,
-            activation_type=args.activations, calibration_method=args.calibration_method,
+            activation_type=args.activations, calibration_method=args.calibration_method, gelu=args.gelu,
             latency_runs=args.runs, latency_threads=(1, 2), seed=args.seed, overwrite=True, progress=False)
         parity, latency = report["parity"], report["latency"]
         one = latency["by_threads"]["1"]
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="Timed ticks per engine (median).")
     parser.add_argument("--activations", default="qint8", choices=["qint8", "quint8"])
     parser.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    parser.add_argument("--gelu", default="auto", choices=["auto", "exact", "tanh"],
+                        help="GELU form of the INT8 engine (auto = tanh; see docs/calibration.md).")
     parser.add_argument("--also-shared", action="store_true", help="Also measure shared (per-layer) scales.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-only", action="store_true",
