@@ -51,9 +51,11 @@ def bench_engine(
         elif use_frontier and (Path(engine_dir) / FRONTIER_FILE).is_file():
             frontier = load_frontier(Path(engine_dir) / FRONTIER_FILE)
         # frontier mode stops at the first configuration that fits, so it can afford enough paced ticks
-        # for a p99 that means something (200: the 2nd-largest tick); the grid keeps its 50 per point
+        # for a p99 that means something (200: the 2nd-largest tick); the grid times 50 back-to-back ticks
+        # per point and then confirms its choice with 200 ticks paced at the control rate
         fit_report = fit_budget(hz=hz, policy=policy, observations=observations, frontier=frontier,
-                                backend=backend, measure=fit_measure, ticks=200 if frontier is not None else 50)
+                                backend=backend, measure=fit_measure, ticks=200 if frontier is not None else 50,
+                                confirm_ticks=200 if frontier is None and fit_measure else 0)
         chosen = fit_report["chosen"]
         if chosen is None:
             what = "frontier configuration" if frontier is not None else "(N_pi, N) on the grid"

@@ -452,6 +452,8 @@ def fit(
     providers: list[Any] | None = None,
     frontier: str | os.PathLike[str] | dict[str, Any] | None = None,
     measure: bool = True,
+    confirm_ticks: int = 0,
+    confirm_tries: int = 4,
 ) -> dict[str, Any]:
     """Fit the configuration to the control period (times ``budget_fraction``).
 
@@ -461,7 +463,10 @@ def fit(
     ``"skipped"``). Among fitting points :func:`_grid_preference` picks: selection at all (N_pi > 1),
     then at least ``MIN_FIT_RTG`` reward-to-go samples, then the most candidates, then the most samples.
     For kind "qc" engines only N_pi is searched. Grid points a pruned engine cannot run
-    (N_pi < K1, N < N1) are marked ``"invalid"``.
+    (N_pi < K1, N < N1) are marked ``"invalid"``. With ``confirm_ticks`` > 0 the preferred point is then
+    re-timed in a loop paced at ``hz`` (what the control loop sees; back-to-back timing is optimistic on a
+    busy machine) and, if its paced p99 misses, the next preferred point is tried (up to
+    ``confirm_tries``); the rows record ``paced_p99_ms``.
 
     With ``frontier`` (a path or a loaded dict, see :func:`load_frontier`): the configurations are
     tried best ``metric`` (agreement) first, each timed here in a loop paced at ``hz`` as the control
@@ -521,13 +526,32 @@ def fit(
         policy.set_num_candidates(saved[0])
         policy.set_num_rtg(saved[1])
         policy.rng.bit_generator.state = saved[2]
-    fitting = [r for r in table if r["fits"]]
-    best = max(fitting, key=_grid_preference, default=None)
+    fitting = sorted((r for r in table if r["fits"]), key=_grid_preference, reverse=True)
+    best = fitting[0] if fitting else None
+    if confirm_ticks > 0 and fitting:
+        best = None
+        saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state)
+        try:
+            for row in fitting[:max(1, confirm_tries)]:
+                policy.set_num_candidates(row["num_candidates"])
+                if is_evor:
+                    policy.set_num_rtg(row["num_rtg"])
+                paced = latency_stats(_paced_point(policy, feeds, confirm_ticks, warmup, hz))
+                row["paced_p99_ms"] = paced["p99_ms"]
+                if paced["p99_ms"] <= budget_ms:
+                    best = {**row, "p50_ms": paced["p50_ms"], "p99_ms": paced["p99_ms"]}
+                    break
+                row["fits"] = False
+        finally:
+            policy.set_num_candidates(saved[0])
+            policy.set_num_rtg(saved[1])
+            policy.rng.bit_generator.state = saved[2]
     return {
         "hz": float(hz),
         "budget_ms": budget_ms,
         "mode": "grid",
         "ticks_per_point": ticks,
+        "confirmed_paced": {"ticks": confirm_ticks, "hz": float(hz)} if confirm_ticks > 0 else None,
         "chosen": None if best is None else {
             "num_candidates": best["num_candidates"], "num_rtg": best["num_rtg"],
             "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],

@@ -121,3 +121,26 @@ def test_grid_preference_prefers_candidates_with_enough_samples() -> None:
                key=_grid_preference)["num_rtg"] == 64
     assert max([{"num_candidates": 4, "num_rtg": None}, {"num_candidates": 8, "num_rtg": None}],
                key=_grid_preference)["num_candidates"] == 8  # QC engines: no samples axis
+
+
+def test_fit_confirms_the_grid_choice_paced_and_falls_back(engine_dir: Path, monkeypatch) -> None:
+    import evor_edge.runtime.bench as bench
+
+    policy = EvorPolicy.load(engine_dir, backend="onnxruntime", seed=0, intra_op_threads=1)
+    real = bench._paced_point
+    paced_calls: list[tuple[int, int]] = []
+
+    def paced(policy_, feeds, ticks, warmup, hz):  # the preferred point misses its deadline when paced
+        paced_calls.append((policy_.num_candidates, policy_.num_rtg))
+        lat = real(policy_, feeds, ticks, warmup, hz)
+        return lat + 10.0 if len(paced_calls) == 1 else lat  # +10 s: over the 5 s budget below
+
+    monkeypatch.setattr(bench, "_paced_point", paced)
+    result = fit(policy=policy, hz=200, budget_fraction=1e3, ticks=3, warmup=0, npi_grid=(2, 4), n_grid=(4, 8),
+                 confirm_ticks=3)
+    assert paced_calls == [(4, 8), (4, 4)]  # preference order: N_pi 4 / N 8 first, then N_pi 4 / N 4
+    assert result["chosen"]["num_candidates"] == 4 and result["chosen"]["num_rtg"] == 4
+    rows = {(r["num_candidates"], r["num_rtg"]): r for r in result["table"]}
+    assert rows[(4, 8)]["fits"] is False and rows[(4, 8)]["paced_p99_ms"] > 5000
+    assert result["chosen"]["p99_ms"] == rows[(4, 4)]["paced_p99_ms"]
+    assert result["confirmed_paced"] == {"ticks": 3, "hz": 200.0}
