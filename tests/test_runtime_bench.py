@@ -138,9 +138,9 @@ def test_fit_confirms_the_grid_choice_paced_and_falls_back(engine_dir: Path, mon
     monkeypatch.setattr(bench, "_paced_point", paced)
     result = fit(policy=policy, hz=200, budget_fraction=1e3, ticks=3, warmup=0, npi_grid=(2, 4), n_grid=(4, 8),
                  confirm_ticks=3)
-    assert paced_calls == [(4, 8), (4, 4)]  # preference order: N_pi 4 / N 8 first, then N_pi 4 / N 4
-    assert result["chosen"]["num_candidates"] == 4 and result["chosen"]["num_rtg"] == 4
+    assert paced_calls == [(4, 8), (2, 8)]  # preference: 8 samples before more candidates
+    assert result["chosen"]["num_candidates"] == 2 and result["chosen"]["num_rtg"] == 8
     rows = {(r["num_candidates"], r["num_rtg"]): r for r in result["table"]}
     assert rows[(4, 8)]["fits"] is False and rows[(4, 8)]["paced_p99_ms"] > 5000
-    assert result["chosen"]["p99_ms"] == rows[(4, 4)]["paced_p99_ms"]
+    assert result["chosen"]["p99_ms"] == rows[(2, 8)]["paced_p99_ms"]
     assert result["confirmed_paced"] == {"ticks": 3, "hz": 200.0}
