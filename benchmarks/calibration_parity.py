@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="Timed ticks per engine (median).")
     parser.add_argument("--activations", default="qint8", choices=["qint8", "quint8"])
     parser.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
-    parser.add_argument("--gelu", default="auto", choices=["auto", "exact", "tanh"],
-                        help="GELU form of the INT8 engine (auto = tanh; see docs/calibration.md).")
+    parser.add_argument("--gelu", default="exact", choices=["exact", "tanh"],
+                        help="GELU form of the INT8 engine (see docs/calibration.md).")
     parser.add_argument("--also-shared", action="store_true", help="Also measure shared (per-layer) scales.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-only", action="store_true",

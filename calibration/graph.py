@@ -238,8 +238,9 @@ def gelu_to_tanh(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     The replacement is GELU_tanh(x) = (0.5 x) * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (Hendrycks & Gimpel
     2016, Eq. for the tanh approximation; max |GELU - GELU_tanh| ~ 3e-4 over the reals), written as Pow, Mul,
     Add, Mul, Tanh, Add, Mul, Mul in the order onnxruntime's FastGeluFusion matches, so its CPU provider runs
-    one vectorised FastGelu kernel instead of Erf (measured ~10 % less time per INT8 tick at the paper config,
-    where GELU stays float32 between the quantised matmuls). TensorRT parses every op used (Pow, Tanh).
+    one vectorised FastGelu kernel instead of BiasGelu / Gelu (measured at the paper config, INT8, 1 thread,
+    calm machine: GELU 32 -> 29 ms, tick 117.7 -> 114.0 ms through EvorPolicy). TensorRT parses every op used
+    (Pow, Tanh).
     New nodes keep the scope prefix of the Erf node they replace, so `body_scope` still places them.
     Returns (model, number of GELUs rewritten). Anything that does not match the pattern exactly is left alone.
     """

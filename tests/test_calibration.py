@@ -182,7 +182,7 @@ def test_int8_quantizes_only_hidden_matmuls_and_keeps_euler_float32(int8_dir) ->
             assert dq.op_type == "DequantizeLinear"
             quantized_consumers.update(u.op_type for u in users[dq.output[0]])
     assert quantized_consumers == {"Gemm"}
-    for op in ("LayerNormalization", "Tanh", "Pow", "Sub", "Div"):  # normalisation / GELU never read quantised data
+    for op in ("LayerNormalization", "Erf", "Sub", "Div"):  # normalisation / GELU never read quantised data
         for node in (n for n in model.graph.node if n.op_type == op):
             assert all(not name.endswith("DequantizeLinear_Output") for name in node.input), node.name
     # hidden -> hidden layers only: 2 per network (MLP 3x32) per Euler step, actor and critic
@@ -220,13 +220,17 @@ def test_gelu_to_tanh_matches_torch_tanh_gelu(tmp_path: Path) -> None:
     assert gelu_to_tanh(model)[1] == 0  # nothing left to rewrite
 
 
-def test_int8_defaults_to_tanh_gelu_and_fp16_keeps_erf(int8_dir, fp16_dir) -> None:
-    int8_model = onnx.load(str(int8_dir[0] / "engine.onnx"))
-    fp16_model = onnx.load(str(fp16_dir[0] / "engine.onnx"))
-    assert int8_dir[1]["calibration"]["gelu"] == {"form": "tanh", "rewritten": 2 * 3 * EULER_STEPS}
-    assert not any(n.op_type == "Erf" for n in int8_model.graph.node)
-    assert fp16_dir[1]["calibration"]["gelu"]["form"] == "exact"
-    assert any(n.op_type == "Erf" for n in fp16_model.graph.node)
+def test_gelu_form_is_exact_by_default_and_tanh_on_request(root, evor_engine, dataset, int8_dir) -> None:
+    assert int8_dir[1]["calibration"]["gelu"] == {"form": "exact", "rewritten": 0}
+    assert any(n.op_type == "Erf" for n in onnx.load(str(int8_dir[0] / "engine.onnx")).graph.node)
+    report = calibrate_engine(evor_engine, dataset, "int8", root / "int8_tanh", gelu="tanh", **FAST)
+    assert report["calibration"]["gelu"] == {"form": "tanh", "rewritten": 2 * 3 * EULER_STEPS}
+    model = _check_dir(root / "int8_tanh", "int8", report)
+    assert not any(n.op_type == "Erf" for n in model.graph.node)
+    assert state_precision_violations(model, "evor") == []
+    with pytest.raises(CalibrationError, match="--gelu"):
+        calibrate_engine(evor_engine, dataset, "int8", root / "int8_bad", gelu="relu", **FAST)
+    assert not (root / "int8_bad").exists()
 
 
 def _activation_scales(model: onnx.ModelProto) -> dict[str, list[float]]:
