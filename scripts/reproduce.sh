@@ -27,13 +27,13 @@ for task in 1 2 3 4 5; do
       evor-edge train --env "$env" --dataset "$dataset" --agent "$agent" --preset small --seed "$seed" \
         --threads 1 --out "$run" $resume --json > "$out/results/train_${agent}_t${task}_s${seed}.json"
       [ -f "$engine/manifest.json" ] || evor-edge export "$run" --out "$engine" --json > /dev/null
-      evor-edge eval "$engine" --env "$env" --episodes "$episodes" --seed 1000 --threads 1 --json \
+      evor-edge eval "$engine" --env "$env" --episodes "$episodes" --seed 0 --threads 1 --json \
         > "$out/results/eval_${agent}_t${task}_s${seed}.json"
     done
   done
 done
 
 evor-edge eval "$out/engines/evor_t1_s0" --env pointmaze-medium-navigate-singletask-task1-v0 \
-  --episodes "$episodes" --seed 1000 --sweep num_candidates=1,2,4,8,16,32 --threads 1 \
+  --episodes "$episodes" --seed 0 --sweep num_candidates=1,2,4,8,16,32 --threads 1 \
   --plot "$out/results/scaling_num_candidates.png" --json > "$out/results/sweep_num_candidates.json"
 echo "results in $out/results"
