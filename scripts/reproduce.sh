@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rerun the pointmaze-medium reproduction of docs/results.md from scratch:
 # one locally generated dataset, EVOR and QC-1 trained by the same command on it (small preset),
-# exported, and evaluated closed loop through the engine (what the robot runs), plus the N_pi sweep.
+# exported, and evaluated closed loop through the engine (what the robot runs), plus the N_pi sweep and
+# EVOR on cube-double-play task 2.
 #
 #   scripts/reproduce.sh [OUT_DIR] [SEEDS] [EPISODES]      (defaults: repro 1 50)
 #
@@ -36,4 +37,16 @@ done
 evor-edge eval "$out/engines/evor_t1_s0" --env pointmaze-medium-navigate-singletask-task1-v0 \
   --episodes "$episodes" --seed 0 --sweep num_candidates=1,2,4,8,16,32 --threads 1 \
   --plot "$out/results/scaling_num_candidates.png" --json > "$out/results/sweep_num_candidates.json"
+# cube-double-play task 2 (EVOR; docs/results.md): 200-episode play dataset, same preset and budget
+cube="$out/data/cube-double-play-v0.npz"
+cube_env=cube-double-play-singletask-task2-v0
+[ -f "$cube" ] || evor-edge data generate cube-double-play-v0 --out "$cube" --episodes 200 --json \
+  > "$out/results/dataset_cube.json"
+if [ -f "$out/runs/evor_cube_t2/checkpoints/LATEST" ]; then resume=--resume; else resume=; fi
+evor-edge train --env "$cube_env" --dataset "$cube" --agent evor --preset small --threads 1 \
+  --out "$out/runs/evor_cube_t2" $resume --json > "$out/results/train_evor_cube_t2.json"
+[ -f "$out/engines/evor_cube_t2/manifest.json" ] || evor-edge export "$out/runs/evor_cube_t2" \
+  --out "$out/engines/evor_cube_t2" --json > /dev/null
+evor-edge eval "$out/engines/evor_cube_t2" --env "$cube_env" --episodes "$episodes" --seed 0 --threads 1 --json \
+  > "$out/results/eval_evor_cube_t2.json"
 echo "results in $out/results"
