@@ -6,8 +6,9 @@
 #
 #   scripts/reproduce.sh [OUT_DIR] [SEEDS] [EPISODES]      (defaults: repro 1 50)
 #
-# CPU cost on a 2-core machine: ~8-25 min of training per run (EVOR faster than QC-1), a few minutes
-# of evaluation per engine. Runs are resumable: re-running skips finished stages.
+# CPU cost on a 2-core machine: ~8-25 min of training per run (EVOR faster than QC-1); evaluation from
+# seconds (QC-1) to ~25 min (EVOR at N_pi 32 / N 50 when episodes run to the time limit), ~6 h in all.
+# Runs are resumable: re-running skips finished training and export.
 set -euo pipefail
 out=${1:-repro}
 seeds=${2:-1}
