@@ -146,9 +146,8 @@ def calibrate_engine(
         raise CalibrationError("calibration N_pi and N must be >= 1")
     if gelu not in GELU_FORMS:
         raise CalibrationError(f"--gelu must be one of {', '.join(GELU_FORMS)}, got {gelu!r}")
-    gelu_form = gelu
     source_model = onnx.load(str(engine_dir / manifest.engine_file))
-    gelus_rewritten = gelu_to_tanh(source_model)[1] if gelu_form == "tanh" else 0
+    gelus_rewritten = gelu_to_tanh(source_model)[1] if gelu == "tanh" else 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.calibrate-", dir=out.parent))
@@ -168,7 +167,7 @@ def calibrate_engine(
                 quantize_heads=quantize_heads, keep_fp32=keep_fp32, progress=progress)
         else:
             converted, summary = convert_fp16(source_model, manifest.kind, keep_layernorm_fp32=keep_layernorm_fp32)
-        summary["gelu"] = {"form": gelu_form, "rewritten": gelus_rewritten}
+        summary["gelu"] = {"form": gelu, "rewritten": gelus_rewritten}
         summary["calibration_noise_shape"] = {"num_candidates": n_pi, "num_rtg": n_rtg if manifest.kind == "evor"
                                               else None}
         converted.producer_name, converted.producer_version = "evor-edge", __version__

@@ -260,10 +260,10 @@ def _policy_factory(source: str, seed: int, threads: int | None = None
     import torch
 
     from evor_edge.checkpoint import load_checkpoint
+    from evor_edge.inference import TorchPolicy
 
     if threads:
         torch.set_num_threads(threads)
-    from evor_edge.inference import TorchPolicy
 
     loaded = load_checkpoint(source)
     spec = loaded.agent.spec

@@ -19,7 +19,8 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +365,22 @@ def _frontier_policy(point: dict[str, Any], base: Any, frontier_dir: str, cache:
     return policy
 
 
+@contextmanager
+def _settings_restored(policy: Any) -> Iterator[None]:
+    """Let fit change the policy's run-time settings; restore them and its random stream afterwards."""
+    saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state,
+             getattr(policy, "rtg_top_k", None), getattr(policy, "common_rtg_noise", False))
+    try:
+        yield
+    finally:
+        policy.set_rtg_top_k(None)  # first, so every intermediate (N_pi, N, k) is valid
+        policy.set_num_candidates(saved[0])
+        policy.set_num_rtg(saved[1])
+        policy.set_rtg_top_k(saved[3])
+        policy.set_common_rtg_noise(saved[4])
+        policy.rng.bit_generator.state = saved[2]
+
+
 def _fit_frontier(policy: Any, hz: float, budget_ms: float, frontier: dict[str, Any], feeds: list[np.ndarray],
                   ticks: int, warmup: int, measure: bool, backend: str,
                   providers: list[Any] | None) -> dict[str, Any]:
@@ -372,39 +389,32 @@ def _fit_frontier(policy: Any, hz: float, budget_ms: float, frontier: dict[str, 
     cache: dict[str, Any] = {}
     table: list[dict[str, Any]] = []
     chosen = None
-    saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state,
-             getattr(policy, "rtg_top_k", None), getattr(policy, "common_rtg_noise", False))
     try:
-        for point in points:
-            row = {k: point.get(k) for k in _POINT_KEYS}
-            row[metric] = point[metric]
-            row["stored_p99_ms"] = point.get("p99_ms")
-            if chosen is not None:
-                row.update(status="not needed", p50_ms=None, p99_ms=None, fits=None)
-                table.append(row)
-                continue
-            if measure:
-                try:
-                    target = _frontier_policy(point, policy, frontier["_dir"], cache, backend, providers)
-                except ValueError as exc:  # EngineError included: a point this runtime cannot open
-                    row.update(status=f"unusable: {exc}", p50_ms=None, p99_ms=None, fits=False)
+        with _settings_restored(policy):
+            for point in points:
+                row = {k: point.get(k) for k in _POINT_KEYS}
+                row[metric] = point[metric]
+                row["stored_p99_ms"] = point.get("p99_ms")
+                if chosen is not None:
+                    row.update(status="not needed", p50_ms=None, p99_ms=None, fits=None)
                     table.append(row)
                     continue
-                lat = latency_stats(_paced_point(target, feeds, ticks, warmup, hz))
-                row.update(status="measured", p50_ms=lat["p50_ms"], p99_ms=lat["p99_ms"], max_ms=lat["max_ms"])
-            else:
-                row.update(status="stored", p50_ms=point.get("p50_ms"), p99_ms=point.get("p99_ms"))
-            row["fits"] = row["p99_ms"] is not None and row["p99_ms"] <= budget_ms
-            table.append(row)
-            if row["fits"]:
-                chosen = row
+                if measure:
+                    try:
+                        target = _frontier_policy(point, policy, frontier["_dir"], cache, backend, providers)
+                    except ValueError as exc:  # EngineError included: a point this runtime cannot open
+                        row.update(status=f"unusable: {exc}", p50_ms=None, p99_ms=None, fits=False)
+                        table.append(row)
+                        continue
+                    lat = latency_stats(_paced_point(target, feeds, ticks, warmup, hz))
+                    row.update(status="measured", p50_ms=lat["p50_ms"], p99_ms=lat["p99_ms"], max_ms=lat["max_ms"])
+                else:
+                    row.update(status="stored", p50_ms=point.get("p50_ms"), p99_ms=point.get("p99_ms"))
+                row["fits"] = row["p99_ms"] is not None and row["p99_ms"] <= budget_ms
+                table.append(row)
+                if row["fits"]:
+                    chosen = row
     finally:
-        policy.set_rtg_top_k(None)
-        policy.set_num_candidates(saved[0])
-        policy.set_num_rtg(saved[1])
-        policy.set_rtg_top_k(saved[3])
-        policy.set_common_rtg_noise(saved[4])
-        policy.rng.bit_generator.state = saved[2]
         for other in cache.values():
             if other is not policy:
                 other.close()
@@ -497,10 +507,10 @@ def fit(
     if observations is None:
         observations = observations_from_manifest(policy.manifest, 64)
     feeds = list(_observation_feed(observations, 1, policy.obs_dim))
-    saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state)
     table: list[dict[str, Any]] = []
     failing: list[tuple[int, int]] = []
-    try:
+    best = None
+    with _settings_restored(policy):
         for npi in npi_values:
             for n in n_values:
                 row: dict[str, Any] = {"num_candidates": npi, "num_rtg": n if is_evor else None}
@@ -522,30 +532,19 @@ def fit(
                 table.append(row)
                 if not fits:
                     failing.append((npi, n))
-    finally:
-        policy.set_num_candidates(saved[0])
-        policy.set_num_rtg(saved[1])
-        policy.rng.bit_generator.state = saved[2]
-    fitting = sorted((r for r in table if r["fits"]), key=_grid_preference, reverse=True)
-    best = fitting[0] if fitting else None
-    if confirm_ticks > 0 and fitting:
-        best = None
-        saved = (policy.num_candidates, policy.num_rtg, policy.rng.bit_generator.state)
-        try:
+        fitting = sorted((r for r in table if r["fits"]), key=_grid_preference, reverse=True)
+        if confirm_ticks <= 0:
+            best = fitting[0] if fitting else None
+        else:  # re-time the preferred points paced at the control rate; the first that still fits wins
             for row in fitting[:max(1, confirm_tries)]:
                 policy.set_num_candidates(row["num_candidates"])
-                if is_evor:
-                    policy.set_num_rtg(row["num_rtg"])
+                policy.set_num_rtg(row["num_rtg"] or 1)  # ignored by kind "qc"
                 paced = latency_stats(_paced_point(policy, feeds, confirm_ticks, warmup, hz))
                 row["paced_p99_ms"] = paced["p99_ms"]
                 if paced["p99_ms"] <= budget_ms:
                     best = {**row, "p50_ms": paced["p50_ms"], "p99_ms": paced["p99_ms"]}
                     break
                 row["fits"] = False
-        finally:
-            policy.set_num_candidates(saved[0])
-            policy.set_num_rtg(saved[1])
-            policy.rng.bit_generator.state = saved[2]
     return {
         "hz": float(hz),
         "budget_ms": budget_ms,
