@@ -48,15 +48,22 @@ class LoadedCheckpoint:
     sha256: str
 
 
+# How Adam runs on this device (fused kernel, CUDA-graph safe, multi-tensor), not what it computes: never
+# stored, so a checkpoint is the same whatever device or step mode wrote it; taken from the optimiser that
+# the loading side built for its own device.
+IMPLEMENTATION_FLAGS = ("fused", "capturable", "foreach", "differentiable")
+
+
 def _optimizer_tensors(agent: BaseAgent) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     groups: dict[str, Any] = {}
     for name, opt in agent.optimizers().items():
         state = opt.state_dict()
-        groups[name] = state["param_groups"]
+        groups[name] = [{k: v for k, v in group.items() if k not in IMPLEMENTATION_FLAGS}
+                        for group in state["param_groups"]]
         for index, param_state in state["state"].items():
             for key, value in param_state.items():
-                tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).clone()
+                tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
     return tensors, groups
 
 
@@ -68,24 +75,39 @@ def _load_optimizers(agent: BaseAgent, tensors: dict[str, torch.Tensor], groups:
             if key.startswith(prefix):
                 index, field = key[len(prefix):].split(".", 1)
                 state.setdefault(int(index), {})[field] = value
-        opt.load_state_dict({"state": state, "param_groups": groups[name]})
+        current = opt.param_groups
+        if len(current) != len(groups[name]):
+            raise ValueError(f"optimizer {name}: {len(groups[name])} parameter groups stored, {len(current)} built")
+        merged = [{**saved, **{k: now[k] for k in IMPLEMENTATION_FLAGS if k in now}}
+                  for saved, now in zip(groups[name], current, strict=True)]
+        opt.load_state_dict({"state": state, "param_groups": merged})
 
 
 def save_checkpoint(
     run_dir: str | os.PathLike[str], agent: BaseAgent, step: int, extra: dict[str, Any] | None = None,
-    torch_rng: torch.Generator | None = None, keep: int = 2,
+    torch_rng: torch.Generator | None = None, keep: int = 2, rng_states: dict[str, torch.Tensor] | None = None,
+    with_optimizer: bool = True,
 ) -> Path:
-    """Write RUN/checkpoints/step_N atomically, point LATEST at it, prune to the `keep` newest."""
+    """Write RUN/checkpoints/step_N atomically, point LATEST at it, prune to the `keep` newest.
+
+    Tensors are stored from host copies whatever device the agent is on. `rng_states` adds named RNG
+    states (e.g. ``{"cuda": ...}``) as ``rng.NAME``; `with_optimizer=False` writes the weights only (an
+    inference checkpoint: it exports and evaluates, but cannot be resumed).
+    """
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:010d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=ckpt_root))
     try:
-        tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in agent.state_dict().items()}
-        opt_tensors, groups = _optimizer_tensors(agent)
-        tensors.update(opt_tensors)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in agent.state_dict().items()}
+        groups: dict[str, Any] = {}
+        if with_optimizer:
+            opt_tensors, groups = _optimizer_tensors(agent)
+            tensors.update(opt_tensors)
         if torch_rng is not None:
             tensors["rng.torch"] = torch_rng.get_state()
+        for name, value in (rng_states or {}).items():
+            tensors[f"rng.{name}"] = value.detach().cpu().clone()
         save_file(tensors, str(tmp / TENSORS_FILE))
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -127,8 +149,14 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     raise CheckpointError(f"{str(path)!r} is not a checkpoint (no {STATE_FILE}) nor a run directory")
 
 
-def load_checkpoint(path: str | os.PathLike[str], with_optimizer: bool = False) -> LoadedCheckpoint:
-    """Load and verify a checkpoint; any defect raises CheckpointError with a one-line reason."""
+def load_checkpoint(path: str | os.PathLike[str], with_optimizer: bool = False,
+                    device: torch.device | str = "cpu",
+                    optimizer_flags: dict[str, Any] | None = None) -> LoadedCheckpoint:
+    """Load and verify a checkpoint onto `device`; any defect raises CheckpointError with a one-line reason.
+
+    With `with_optimizer`, the Adam optimisers are rebuilt for `device` with `optimizer_flags` (see
+    `evor_edge.train_step.optimizer_flags`) before their state is loaded, so a run resumes on any device.
+    """
     step_dir = resolve_checkpoint(path)
     try:
         meta = json.loads((step_dir / STATE_FILE).read_text())
@@ -149,10 +177,16 @@ def load_checkpoint(path: str | os.PathLike[str], with_optimizer: bool = False) 
         agent = make_agent(AgentSpec.from_dict(meta["spec"]))
         model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         agent.load_state_dict(model, strict=True)
+        agent.to(device)
         if with_optimizer:
+            if not meta.get("optimizer_groups"):
+                raise ValueError("it holds weights only (no optimizer state) and cannot be resumed")
+            agent.build_optimizers(**(optimizer_flags or {}))
             _load_optimizers(agent, tensors, meta["optimizer_groups"])
     except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{step_dir} cannot be loaded: {str(exc).splitlines()[0]}") from None
     if "rng.torch" in tensors:
         meta["_torch_rng_state"] = tensors["rng.torch"]
+    if "rng.cuda" in tensors:
+        meta["_cuda_rng_state"] = tensors["rng.cuda"]
     return LoadedCheckpoint(agent=agent, step=int(meta["step"]), path=step_dir, meta=meta, sha256=digest)

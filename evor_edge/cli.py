@@ -101,37 +101,85 @@ def data() -> None:
 @click.argument("dataset")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Train file to write (.npz); the validation split goes to the matching -val.npz.")
-@click.option("--episodes", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Train episodes (OGBench's official size is 1000; validation gets a tenth).")
-@click.option("--max-episode-steps", default=1001, show_default=True, type=click.IntRange(min=2),
-              help="Steps per episode (OGBench's recipe: 1001).")
+@click.option("--episodes", default=None, type=click.IntRange(min=1),
+              help="Train episodes; validation gets a tenth more. [default: the dataset's official count, "
+                   "e.g. 1000 navigate / play, 500 pointmaze giant navigate, 5000 stitch]")
+@click.option("--max-episode-steps", default=None, type=click.IntRange(min=2),
+              help="Steps per episode. [default: official, 1001; 2001 pointmaze giant navigate; 201 stitch]")
 @click.option("--noise", default=None, type=click.FloatRange(min=0.0),
-              help="Std of the expert's Gaussian action noise (default: OGBench's, 0.2 mazes / 0.1 cube).")
-@click.option("--seed", default=0, show_default=True, type=int)
+              help="pointmaze: std of the expert's Gaussian action noise; play: plan noise; noisy: upper end of "
+                   "the per-episode noise scale. [default: official, 0.5 pointmaze / 0.1 cube, scene]")
+@click.option("--noise-smoothing", default=None, type=click.FloatRange(min=0.0),
+              help="play datasets: smoothing of the plan oracles' noise. [default: official, 0.5]")
+@click.option("--min-norm", default=None, type=click.FloatRange(min=0.0),
+              help="noisy datasets: the Markov oracles' minimum action norm. [default: official, 0.4]")
+@click.option("--p-random-action", default=None, type=click.FloatRange(min=0.0, max=1.0),
+              help="cube / scene: probability of a uniformly random action. [default: official, 0.1 noisy / 0 play]")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--expert-eval-episodes", default=2, show_default=True, type=click.IntRange(min=0),
-              help="Episodes per evaluation task to measure the noisy expert's success (0 skips).")
+              help="pointmaze: episodes per evaluation task to measure the noisy expert's success (0 skips).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
-def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int, noise: float | None, seed: int,
+def data_generate(dataset: str, out: str, episodes: int | None, max_episode_steps: int | None, noise: float | None,
+                  noise_smoothing: float | None, min_norm: float | None, p_random_action: float | None, seed: int,
                   expert_eval_episodes: int, as_json: bool) -> None:
     """Generate DATASET (an OGBench dataset name, e.g. pointmaze-medium-navigate-v0) locally.
 
-    Follows OGBench's own recipe (noisy oracle-subgoal expert for mazes), stores qpos/qvel so
-    singletask reward relabelling works, and writes both files atomically.
+    Every option left out takes the value of OGBench's official command for DATASET
+    (data_gen_scripts/commands.sh; see docs/datasets.md). The report (--json) records the recipe
+    used, the official one and any deviation. Stores qpos/qvel (and button_states) so singletask
+    reward relabelling works, and writes both files atomically.
     """
     from evor_edge.datagen import generate_dataset
 
     report = generate_dataset(dataset, out, episodes=episodes, seed=seed, max_episode_steps=max_episode_steps,
-                              noise=noise, expert_eval_episodes=expert_eval_episodes)
+                              noise=noise, expert_eval_episodes=expert_eval_episodes,
+                              noise_smoothing=noise_smoothing, min_norm=min_norm, p_random_action=p_random_action)
     emit(report, as_json, lambda r: f"wrote {r['path']} ({r['transitions']} transitions) and {r['val_path']}; "
+         f"recipe {'official' if not r['deviations'] else 'official except ' + ', '.join(r['deviations'])}; "
          f"expert success {(r.get('expert_success') or {}).get('mean', 'not measured')}")
+
+
+@data.command("import")
+@click.argument("source")
+@click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False),
+              help="OGBench: the raw .npz of SOURCE's dataset (its -val.npz beside it).")
+@click.option("--minari", "is_minari", is_flag=True,
+              help="SOURCE is a local Minari dataset directory (needs the optional 'minari' package).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Self-contained dataset file to write (.npz, docs/datasets.md), atomically.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly_errors
+def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str, as_json: bool) -> None:
+    """Write a self-contained training file (docs/datasets.md) from an OGBench task or a Minari dataset.
+
+    \b
+    OGBench:  evor-edge data import pointmaze-medium-navigate-singletask-task1-v0 --dataset pm.npz --out pm-t1.npz
+    Minari:   evor-edge data import ~/.minari/datasets/D4RL/door/human-v2 --minari --out door.npz
+
+    OGBench's single-task reward relabelling is done once here, so `evor-edge train --dataset OUT`
+    needs neither ogbench nor MuJoCo (e.g. on a GPU machine).
+    """
+    from evor_edge.offline_data import import_minari, import_ogbench
+
+    if is_minari:
+        report = import_minari(source, out)
+    else:
+        if dataset_path is None:
+            raise ValueError("OGBench import needs --dataset FILE (the raw .npz of the task's dataset); "
+                             "for a Minari directory pass --minari")
+        report = import_ogbench(source, dataset_path, out)
+    emit(report, as_json, lambda r: f"wrote {r['path']} ({r['transitions']} transitions, obs {r['obs_dim']}, "
+         f"act {r['act_dim']})")
 
 
 # -------------------------------------------------------------------------------------------- train
 @main.command()
-@click.option("--env", "task", required=True, help="OGBench singletask name, e.g. " + DEFAULT_TASK)
+@click.option("--env", "task", help="OGBench singletask name, e.g. " + DEFAULT_TASK + ". Needed for an OGBench "
+              "raw file; optional (recorded) for a self-contained dataset file.")
 @click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False),
-              help="OGBench-format .npz (its -val.npz beside it). Default: ~/.ogbench/data/<dataset>.npz")
+              help="A self-contained dataset file (docs/datasets.md: a robot's own logs, or `data import`) or an "
+                   "OGBench-format .npz (its -val.npz beside it). Default: ~/.ogbench/data/<dataset>.npz")
 @click.option("--agent", type=click.Choice(["evor", "qc"]), default="evor", show_default=True,
               help="evor = flow BC + flow-based TD reward-to-go model; qc = the QC-1 baseline.")
 @click.option("--preset", type=click.Choice(["paper", "small"]), default="small", show_default=True,
@@ -143,32 +191,58 @@ def data_generate(dataset: str, out: str, episodes: int, max_episode_steps: int,
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint (on any device).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="Where the whole update runs; auto = CUDA when torch sees a GPU.")
+@click.option("--step-mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "eager", "compile", "cuda-graph"]),
+              help="auto = one CUDA graph replay per step on a GPU, eager on the CPU (docs/performance.md).")
+@click.option("--action-low", metavar="X|X1,X2,...", help="Action lower bound(s) for a dataset that stores none.")
+@click.option("--action-high", metavar="X|X1,X2,...", help="Action upper bound(s) for a dataset that stores none.")
+@click.option("--weights-only", is_flag=True,
+              help="Checkpoints without optimizer state (a third of the size; they export but cannot resume).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads (default: half the cores).")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override any TrainConfig field, e.g. --set target_ema=0.02 --set hidden_dims=256,256 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly_errors
-def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: int | None,
+def train(task: str | None, dataset_path: str | None, agent: str, preset: str, steps: int | None,
           batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
-          resume: bool, threads: int | None, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Train an EVOR (or QC-1) agent on TASK's offline dataset.
+          resume: bool, device: str, step_mode: str, action_low: str | None, action_high: str | None,
+          weights_only: bool, threads: int | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Train an EVOR (or QC-1) agent on an offline dataset.
 
-    Writes RUN/config.json, RUN/metrics.jsonl (JSON lines) and atomic safetensors checkpoints under
-    RUN/checkpoints/. A killed run continues with --resume.
+    \b
+    A robot's own logs (no simulator needed):
+      evor-edge train --dataset robot.npz --out runs/robot
+    An OGBench task:
+      evor-edge train --env pointmaze-medium-navigate-singletask-task1-v0 --dataset pm.npz --out runs/pm
+
+    Writes RUN/config.json, RUN/metrics.jsonl (JSON lines, with steps/s) and atomic safetensors
+    checkpoints under RUN/checkpoints/ (the same format on every device). A killed run continues with
+    --resume, also on another device.
     """
     from evor_edge.config import preset_config
-    from evor_edge.datasets import split_task_name
     from evor_edge.train import train as run_training
 
-    _env_name, dataset_name = split_task_name(task)
     if dataset_path is None:
+        if task is None:
+            raise ValueError("give --dataset FILE (and --env TASK for an OGBench raw file)")
+        from evor_edge.datasets import split_task_name
+
+        _env_name, dataset_name = split_task_name(task)
         dataset_path = str(Path("~/.ogbench/data").expanduser() / f"{dataset_name}.npz")
+    elif task is not None:
+        from evor_edge.datasets import split_task_name
+
+        split_task_name(task)
     config = preset_config(preset, agent=agent, steps=steps, batch_size=batch_size, reward_model=reward_model,
                            checkpoint_every=checkpoint_every, seed=seed, **parse_overrides(overrides))
-    summary = run_training(task, dataset_path, config, out, resume=resume, threads=threads)
+    summary = run_training(task, dataset_path, config, out, resume=resume, threads=threads, device=device,
+                           step_mode=step_mode, action_low=action_low, action_high=action_high,
+                           save_optimizer=not weights_only)
     emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
-         f"({r['ms_per_step']} ms/step); checkpoint {r['checkpoint']}")
+         f"({r['ms_per_step']} ms/step on {r['device']}, {r['step_mode']}); checkpoint {r['checkpoint']}")
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -193,11 +267,14 @@ def train(task: str, dataset_path: str | None, agent: str, preset: str, steps: i
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads of the policy (onnxruntime intra-op / torch; default: all cores). Use 1 when "
                    "other jobs share the machine.")
+@click.option("--device", default="cpu", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="CHECKPOINT only: where the torch reference policy runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
 def eval_command(source: str, task: str, episodes: int, num_candidates: int | None, num_rtg: int | None,
                  tau_r: float | None, tau_q: float | None, rtg_top_k: int | None, crn: bool, sweep_spec: str | None,
-                 plot_path: str | None, parallel: int, seed: int, threads: int | None, as_json: bool) -> None:
+                 plot_path: str | None, parallel: int, seed: int, threads: int | None, device: str,
+                 as_json: bool) -> None:
     """Closed-loop success of SOURCE (a checkpoint / run dir, or an ENGINE_DIR) on TASK.
 
     An engine directory runs through EvorPolicy, exactly what the robot runs; a checkpoint runs the
@@ -215,7 +292,7 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
     env.close()
     knobs: dict[str, Any] = {"num_candidates": num_candidates, "num_rtg": num_rtg, "tau_r": tau_r, "tau_q": tau_q}
     engine_only = {"rtg_top_k": rtg_top_k, "common_rtg_noise": crn or None}
-    policy_factory, dims, kind = _policy_factory(source, seed, threads)
+    policy_factory, dims, kind = _policy_factory(source, seed, threads, device)
     asked = [k for k, v in engine_only.items() if v is not None] + ([sweep[0]] if sweep and sweep[0] in engine_only
                                                                       else [])
     if asked and kind != "engine":
@@ -247,10 +324,12 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
                                                for x in r["results"]))
 
 
-def _policy_factory(source: str, seed: int, threads: int | None = None
+def _policy_factory(source: str, seed: int, threads: int | None = None, device: str = "cpu"
                     ) -> tuple[Callable[..., Any], tuple[int, int], str]:
     """A function building a fresh policy for given knobs, the (obs, act) dims and the source kind."""
     if (Path(source) / "manifest.json").is_file():
+        if device not in ("cpu", "auto"):
+            raise ValueError(f"--device {device}: applies to checkpoints; an ENGINE_DIR runs on its runtime backend")
         from evor_edge.runtime import EvorPolicy
         from evor_edge.runtime.manifest import load_manifest
 
@@ -265,7 +344,9 @@ def _policy_factory(source: str, seed: int, threads: int | None = None
     if threads:
         torch.set_num_threads(threads)
 
-    loaded = load_checkpoint(source)
+    from evor_edge.device import resolve_device
+
+    loaded = load_checkpoint(source, device=resolve_device(device))
     spec = loaded.agent.spec
     return (lambda **k: TorchPolicy(loaded.agent, seed=seed, **k)), (spec.obs_dim, spec.act_dim), "checkpoint"
 

@@ -34,10 +34,15 @@ def flow_matching_loss(
     x1: torch.Tensor,
     generator: torch.Generator | None = None,
     x0: torch.Tensor | None = None,
+    t: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Conditional flow-matching loss E ||v(x^t, t) - (x^1 - x^0)||^2 (Eq. 12 / Eq. 13), mean over batch."""
+    """Conditional flow-matching loss E ||v(x^t, t) - (x^1 - x^0)||^2 (Eq. 12 / Eq. 13), mean over batch.
+
+    x0 (noise, like x1) and t ([..., 1], uniform on [0, 1]) are drawn from `generator` when not given.
+    """
     if x0 is None:
         x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
-    t = torch.rand((*x1.shape[:-1], 1), generator=generator, dtype=x1.dtype, device=x1.device)
+    if t is None:
+        t = torch.rand((*x1.shape[:-1], 1), generator=generator, dtype=x1.dtype, device=x1.device)
     xt, target = interpolate(x0, x1, t)
     return ((velocity(xt, t) - target) ** 2).sum(dim=-1).mean()

@@ -71,18 +71,20 @@ class TorchPolicy:
         self.rng = np.random.default_rng(seed)
 
     def act_batch(self, obs: np.ndarray) -> np.ndarray:
-        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+        device = self.agent.action_low.device  # noise is drawn on the host (same draws on every device)
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32)).to(device)
         batch = obs_t.shape[0]
         act_dim = self.agent.spec.act_dim
         action_noise = torch.from_numpy(
             self.rng.standard_normal((batch, self.num_candidates, act_dim), dtype=np.float32)
-        )
+        ).to(device)
         rtg_noise = None
         if isinstance(self.agent, EvorAgent):
             rtg_noise = torch.from_numpy(
                 self.rng.standard_normal((batch, self.num_candidates, self.num_rtg), dtype=np.float32)
-            )
+            ).to(device)
         actions, values = candidates_and_values(self.agent, obs_t, action_noise, rtg_noise)
+        actions, values = actions.cpu(), values.cpu()
         q = q_star(values, self.tau_r) if rtg_noise is not None else values
         if isinstance(self.agent, QCAgent):
             index = q.argmax(dim=-1)  # QC-1 is best-of-N (Eq. 42)

@@ -45,11 +45,19 @@ class ReturnScaler:
     half_width: float
 
     @classmethod
-    def fit(cls, rewards: np.ndarray, discount: float) -> ReturnScaler:
+    def fit(cls, rewards: np.ndarray, discount: float, terminates: bool = False) -> ReturnScaler:
+        """Map [r_min, r_max] / (1 - gamma) onto [-1, 1]; with terminations the hull also holds 0 (a return
+        that stops early). Constant returns (one reward, no termination) keep a unit half-width: every
+        target is then exactly the centre, and no division by a vanishing range can blow it up."""
         low = float(rewards.min()) / (1.0 - discount)
         high = float(rewards.max()) / (1.0 - discount)
-        half = max((high - low) / 2.0, 1e-6)
-        return cls(center=(high + low) / 2.0, half_width=half)
+        if terminates:
+            low, high = min(low, 0.0), max(high, 0.0)
+        center = (high + low) / 2.0
+        half = (high - low) / 2.0
+        if half <= 1e-6 * max(1.0, abs(center)):
+            half = max(1.0, abs(center))
+        return cls(center=center, half_width=half)
 
     def normalize(self, z):
         return (z - self.center) / self.half_width

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import torch
 
-from evor_edge.agents.common import AgentSpec, BaseAgent, Batch, ema_update, frozen_copy
+from evor_edge.agents.common import AgentSpec, BaseAgent, Batch, Metrics, Noise, frozen_copy
 from evor_edge.flow import euler_integrate
 from evor_edge.networks import RtgVelocity
 
@@ -63,10 +63,7 @@ class EvorAgent(BaseAgent):
         super().__init__(spec)
         self.critic = RtgVelocity(spec.obs_dim, spec.act_dim, spec.config.hidden_dims)
         self.target_critic = frozen_copy(self.critic)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=spec.config.learning_rate)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
+        self.build_optimizers()
 
     def sample_returns_normalized(
         self, obs_n: torch.Tensor, actions: torch.Tensor, z0: torch.Tensor, steps: int | None = None,
@@ -88,31 +85,34 @@ class EvorAgent(BaseAgent):
         u = self.sample_returns_normalized(obs_n[:, None, None, :], actions[:, :, None, :], z0)
         return self.spec.returns.denormalize(u.squeeze(-1))
 
-    def bootstrap_target(self, batch: Batch, z0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def sample_critic_noise(self, batch_size: int, generator: torch.Generator | None) -> Noise:
+        """z0 shared by the target and the regression (B3), the flow time t, and the next action's noise."""
+        device = self.action_low.device
+        return {
+            "z0": torch.randn((batch_size, 1), generator=generator, device=device),
+            "next_action_noise": torch.randn((batch_size, self.spec.act_dim), generator=generator, device=device),
+            "critic_t": torch.rand((batch_size, 1), generator=generator, device=device),
+        }
+
+    def bootstrap_target(self, batch: Batch, z0: torch.Tensor, next_action_noise: torch.Tensor) -> torch.Tensor:
         """(B3): a normalised sample of r + gamma * m * Z'(x', a') coupled with z0 ([B, 1])."""
         cfg = self.config
         if cfg.reward_model == "mc":
             return self.spec.returns.normalize(batch["mc_returns"]).unsqueeze(-1)
         next_obs_n = self.normalize_obs(batch["next_observations"])
-        noise = torch.randn(batch["actions"].shape, generator=generator)
-        next_actions = self.sample_actions(next_obs_n, noise)
+        next_actions = self.sample_actions(next_obs_n, next_action_noise)
         next_u = self.sample_returns_normalized(next_obs_n, next_actions, z0, target=True)
         return self.spec.returns.bellman_target(
             batch["rewards"].unsqueeze(-1), batch["bootstrap"].unsqueeze(-1), next_u
         )
 
-    def update_critic(self, batch: Batch, generator: torch.Generator | None) -> dict[str, float]:
+    def critic_loss(self, batch: Batch, noise: Noise) -> tuple[torch.Tensor, Metrics]:
+        """Flow matching (B2) of the reward-to-go velocity onto the coupled target sample (B3)."""
         obs_n = self.normalize_obs(batch["observations"])
-        batch_size = obs_n.shape[0]
-        z0 = torch.randn((batch_size, 1), generator=generator)
+        z0, t = noise["z0"], noise["critic_t"]
         with torch.no_grad():
-            z1 = self.bootstrap_target(batch, z0, generator)
-        t = torch.rand((batch_size, 1), generator=generator)
+            z1 = self.bootstrap_target(batch, z0, noise["next_action_noise"])
         z_t = (1.0 - t) * z0 + t * z1
         pred = self.critic(obs_n, batch["actions"], z_t, t)
         loss = ((pred - (z1 - z0)) ** 2).mean()
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        ema_update(self.target_critic, self.critic, self.config.target_ema)
-        return {"critic_loss": float(loss.detach()), "target_mean": float(z1.mean())}
+        return loss, {"target_mean": z1.mean()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from evor_edge.agents.common import AgentSpec, BaseAgent, Batch, ema_update, frozen_copy
+from evor_edge.agents.common import AgentSpec, BaseAgent, Batch, Metrics, Noise, frozen_copy
 from evor_edge.networks import QEnsemble
 
 
@@ -19,10 +19,7 @@ class QCAgent(BaseAgent):
         cfg = spec.config
         self.critic = QEnsemble(spec.obs_dim, spec.act_dim, cfg.hidden_dims, cfg.qc_ensemble)
         self.target_critic = frozen_copy(self.critic)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.learning_rate)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
+        self.build_optimizers()
 
     def aggregate(self, q: torch.Tensor) -> torch.Tensor:
         return q.min(dim=0).values if self.config.qc_q_agg == "min" else q.mean(dim=0)
@@ -37,20 +34,19 @@ class QCAgent(BaseAgent):
         """obs_n [B, obs], actions [B, N_pi, act] -> Q [B, N_pi] in dataset return units."""
         return self.spec.returns.denormalize(self.q_values(obs_n[:, None, :], actions))
 
-    def update_critic(self, batch: Batch, generator: torch.Generator | None) -> dict[str, float]:
-        cfg = self.config
+    def sample_critic_noise(self, batch_size: int, generator: torch.Generator | None) -> Noise:
+        """The base policy's noise for the best-of-N target candidates at x'."""
+        shape = (batch_size, self.config.qc_target_candidates, self.spec.act_dim)
+        return {"target_candidate_noise": torch.randn(shape, generator=generator, device=self.action_low.device)}
+
+    def critic_loss(self, batch: Batch, noise: Noise) -> tuple[torch.Tensor, Metrics]:
+        """TD regression of every ensemble head onto y = r + gamma m max_i Q_bar(x', a'_i) (Eq. 43, k = 1)."""
         obs_n = self.normalize_obs(batch["observations"])
         with torch.no_grad():
             next_obs_n = self.normalize_obs(batch["next_observations"])[:, None, :]
-            batch_size, act_dim = batch["actions"].shape
-            noise = torch.randn((batch_size, cfg.qc_target_candidates, act_dim), generator=generator)
-            candidates = self.sample_actions(next_obs_n, noise)
+            candidates = self.sample_actions(next_obs_n, noise["target_candidate_noise"])
             next_q = self.q_values(next_obs_n, candidates, target=True).max(dim=1).values
             target = self.spec.returns.bellman_target(batch["rewards"], batch["bootstrap"], next_q)
         q = self.critic(obs_n, batch["actions"])
         loss = ((q - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        ema_update(self.target_critic, self.critic, cfg.target_ema)
-        return {"critic_loss": float(loss.detach()), "q_mean": float(q.detach().mean())}
+        return loss, {"q_mean": q.detach().mean()}

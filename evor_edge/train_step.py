@@ -1,0 +1,185 @@
+"""One training step on a device, in one of three forms that run the same `BaseAgent.losses`.
+
+* ``eager``: PyTorch eager mode (the reference).
+* ``compile``: `torch.compile` of the loss computation (forward, the critic target's Euler integrations,
+  and through AOTAutograd the backward); the Adam steps and the EMA stay multi-tensor eager ops.
+* ``cuda-graph``: the whole step (minibatch indices, noise, forward, backward, both fused Adam steps, EMA,
+  metric accumulation) captured once in a `torch.cuda.CUDAGraph` and replayed: one launch per step.
+  Small MLPs on a GPU are launch-bound; this removes the per-kernel launch cost.
+
+Data placement (`DeviceBatches`): on a GPU the dataset tensors are moved to the device once when they
+take at most half of its free memory; minibatch indices are then drawn on the device. Otherwise they stay
+in pinned host memory and each minibatch is gathered on the host and copied with `non_blocking=True`
+into fixed device buffers (double-buffered pinned staging, so the copy overlaps the previous step).
+
+No step reads anything back to the host: metrics are summed on the device (`MetricSums`) and read
+every `log_every` steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from evor_edge.agents import BaseAgent
+from evor_edge.agents.common import Batch, Metrics
+
+STEP_MODES = ("auto", "eager", "compile", "cuda-graph")
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (allocates Adam state, cuBLAS workspaces)
+
+
+class StepModeError(ValueError):
+    """A step mode that cannot run on the chosen device (one-line message)."""
+
+
+def choose_step_mode(mode: str, device: torch.device) -> str:
+    """`auto` = cuda-graph on CUDA, eager on the CPU (docs/performance.md: compile is no faster there)."""
+    if mode not in STEP_MODES:
+        raise StepModeError(f"unknown step mode {mode!r}; choose one of {STEP_MODES}")
+    if mode == "auto":
+        return "cuda-graph" if device.type == "cuda" else "eager"
+    if mode == "cuda-graph" and device.type != "cuda":
+        raise StepModeError(f"--step-mode cuda-graph needs a CUDA device, not {device.type}")
+    return mode
+
+
+def optimizer_flags(device: torch.device, mode: str) -> dict[str, Any]:
+    """Adam implementation flags: fused on CUDA (one kernel for all tensors), capturable under a graph."""
+    if device.type != "cuda":
+        return {}
+    return {"fused": True, "capturable": mode == "cuda-graph"}
+
+
+class DeviceBatches:
+    """Uniform minibatches of the training tensors on `device`, without host synchronisation.
+
+    `generator` must live on the sampling device (the CPU for host-resident data); on CUDA pass None to
+    use the default CUDA generator, the one a CUDA graph replays safely.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], device: torch.device, batch_size: int,
+                 generator: torch.Generator | None = None, resident: bool | None = None):
+        self.device = device
+        self.batch_size = batch_size
+        self.size = int(next(iter(tensors.values())).shape[0])
+        if resident is None:
+            resident = device.type != "cuda" or _fits_on_gpu(tensors, device)
+        self.resident = resident
+        self.generator = generator
+        if resident:
+            self.data = {k: v.to(device) for k, v in tensors.items()}
+            self.staging: list[dict[str, torch.Tensor]] = []
+            self.buffers: dict[str, torch.Tensor] = {}
+        else:
+            self.data = {k: v.contiguous() for k, v in tensors.items()}
+            self.staging = [{k: torch.empty((batch_size, *v.shape[1:]), dtype=v.dtype).pin_memory()
+                             for k, v in self.data.items()} for _ in range(2)]
+            self.events = [torch.cuda.Event(), torch.cuda.Event()]
+            self.turn = 0
+            self.buffers = {k: torch.empty((batch_size, *v.shape[1:]), dtype=v.dtype, device=device)
+                            for k, v in self.data.items()}
+
+    @property
+    def static(self) -> bool:
+        """True when `sample()` fills the same device tensors every call (host-resident data)."""
+        return not self.resident
+
+    def sample(self) -> Batch:
+        if self.resident:
+            index = torch.randint(0, self.size, (self.batch_size,), device=self.device, generator=self.generator)
+            return {k: v.index_select(0, index) for k, v in self.data.items()}
+        index = torch.randint(0, self.size, (self.batch_size,), generator=self.generator)
+        stage, event = self.staging[self.turn], self.events[self.turn]
+        event.synchronize()  # the copy that last used this staging buffer is done (normally long ago)
+        for key, value in self.data.items():
+            torch.index_select(value, 0, index, out=stage[key])
+            self.buffers[key].copy_(stage[key], non_blocking=True)
+        event.record()
+        self.turn ^= 1
+        return self.buffers
+
+
+def _fits_on_gpu(tensors: dict[str, torch.Tensor], device: torch.device) -> bool:
+    needed = sum(v.numel() * v.element_size() for v in tensors.values())
+    free, _total = torch.cuda.mem_get_info(device)
+    return needed <= free // 2
+
+
+class MetricSums:
+    """Per-metric running sums on the device; `read()` is the only host synchronisation."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: Metrics) -> None:
+        if not self.sums:
+            self.sums = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in metrics.items()}
+        torch._foreach_add_(list(self.sums.values()), [metrics[k].float() for k in self.sums])
+
+    def read(self) -> dict[str, float]:
+        """Means since the last read (host copy), then reset."""
+        if not self.sums or not self.count:
+            return {}
+        values = torch.stack(list(self.sums.values())).cpu() / self.count
+        for value in self.sums.values():
+            value.zero_()
+        self.count = 0
+        return {k: float(v) for k, v in zip(self.sums, values, strict=True)}
+
+
+class TrainStep:
+    """`step()` runs one update of `agent` on a fresh minibatch and adds its metrics to `metrics`."""
+
+    def __init__(self, agent: BaseAgent, batches: DeviceBatches, mode: str,
+                 noise_generator: torch.Generator | None = None):
+        """noise_generator: the CPU generator on the CPU; None on CUDA (the default CUDA generator)."""
+        self.agent = agent
+        self.batches = batches
+        self.mode = mode
+        self.noise_generator = noise_generator
+        self.metrics = MetricSums()
+        self._losses: Callable[..., Any] = agent.losses
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._warmup_left = GRAPH_WARMUP_STEPS if mode == "cuda-graph" else 0
+        if mode == "compile":
+            self._losses = torch.compile(agent.losses, dynamic=False)
+
+    def _update(self, batch: Batch) -> None:
+        noise = self.agent.sample_noise(self.batches.batch_size, self.noise_generator)
+        loss, metrics = self._losses(batch, noise)
+        self.agent.apply_gradients(loss)
+        self.metrics.add(metrics)
+
+    def _whole_step(self) -> None:
+        self._update(self.batches.sample())
+
+    def step(self) -> None:
+        self.metrics.count += 1
+        if self.mode != "cuda-graph":
+            self._whole_step()
+            return
+        if self._graph is None and self._warmup_left:
+            self._warmup_left -= 1
+            side = torch.cuda.Stream(self.batches.device)
+            side.wait_stream(torch.cuda.current_stream(self.batches.device))
+            with torch.cuda.stream(side):
+                self._whole_step()
+            torch.cuda.current_stream(self.batches.device).wait_stream(side)
+            return
+        if self._graph is None:
+            self._capture()
+        if self.batches.static:
+            self.batches.sample()  # host-resident data: fill the graph's static input buffers first
+        self._graph.replay()
+
+    def _capture(self) -> None:
+        """Record one whole step (sampling included when the data are on the device) into a CUDA graph."""
+        torch.cuda.synchronize(self.batches.device)
+        graph = torch.cuda.CUDAGraph()
+        static_batch = self.batches.buffers if self.batches.static else None
+        with torch.cuda.graph(graph):
+            self._update(static_batch if static_batch is not None else self.batches.sample())
+        self._graph = graph
