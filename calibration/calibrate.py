@@ -23,7 +23,9 @@ from tqdm import tqdm
 
 from evor_edge import __version__
 from evor_edge.export.errors import EngineValidationError
+from evor_edge.export.polygraphy_files import write_parity_files
 from evor_edge.export.trt import BUILD_SCRIPT, build_script, default_profile, recipe
+from evor_edge.export.trt_check import TrtCheckError, run_check_hook
 from evor_edge.export.validate import validate_engine
 from evor_edge.runtime.manifest import (
     ENGINE_FILE,
@@ -210,6 +212,11 @@ def calibrate_engine(
                                     "--activations qint8).\nset -euo pipefail", 1)
         (tmp / BUILD_SCRIPT).write_text(script)
         (tmp / BUILD_SCRIPT).chmod(0o755)
+        polygraphy = write_parity_files(tmp, engine_dir, seed=seed)  # replayable against the FP32 reference
+        try:
+            trt_check = run_check_hook(tmp)  # TensorRT's own parser + builder, when a TensorRT module imports
+        except TrtCheckError as exc:
+            raise CalibrationError(f"the {precision} engine fails the TensorRT check: {exc}") from None
         bar.update()
 
         bar.set_postfix_str("parity")
@@ -249,14 +256,18 @@ def calibrate_engine(
             "latency": latency,
             "closed_loop": closed_loop,
             "tensorrt": {"command": new.extra["tensorrt"]["command"],
-                         "verified": False,
-                         "note": "TensorRT parsing / explicit quantization of this graph is not verified here "
-                                 "(no TensorRT on this machine)"},
+                         "check": trt_check,
+                         "verified": bool(trt_check.get("passed")),
+                         "note": (f"parsed and built by {trt_check['tool']} {trt_check['version']}"
+                                  if trt_check.get("passed") else f"not checked here: {trt_check.get('skipped')}")},
+            "polygraphy": polygraphy,
             "seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / PARITY_JSON).write_text(json.dumps(report, indent=2) + "\n")
         (tmp / PARITY_MD).write_text(render_markdown(report))
-        for child in tmp.iterdir():
+        for child in tmp.rglob("*"):
+            if not child.is_file():
+                continue
             with open(child, "rb") as handle:
                 os.fsync(handle.fileno())
         _move_into_place(tmp, out, overwrite)

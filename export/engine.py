@@ -38,7 +38,9 @@ from .graph import (
     build_engine_module,
     example_inputs,
 )
+from .polygraphy_files import write_parity_files
 from .trt import BUILD_SCRIPT, build_script, default_profile, recipe
+from .trt_check import run_check_hook
 from .validate import MAX_OPSET, contract_io, validate_engine
 
 MIN_OPSET = 13  # below 17 LayerNormalization is decomposed (ReduceMean/Sub/Pow/Sqrt/Div) by the exporter
@@ -401,7 +403,12 @@ def export_engine(
             script = tmp / BUILD_SCRIPT
             script.write_text(build_script(manifest, profile=default_profile(manifest)))
             script.chmod(0o755)
-            for child in tmp.iterdir():  # durable before the rename makes them visible
+            bar.set_postfix_str("polygraphy parity files + TensorRT check")
+            polygraphy = write_parity_files(tmp)  # replayable FP32 reference (polygraphy run --load-outputs)
+            trt_check = run_check_hook(tmp)  # TensorRT's own parser + builder, when a TensorRT module imports
+            for child in tmp.rglob("*"):  # durable before the rename makes them visible
+                if not child.is_file():
+                    continue
                 with open(child, "rb") as handle:
                     os.fsync(handle.fileno())
             _move_into_place(tmp, out, overwrite)
@@ -436,4 +443,6 @@ def export_engine(
         "self_check": check,
         "op_types": validation["op_types"],
         "trtexec": manifest.extra["tensorrt"]["command"],
+        "trt_check": trt_check,
+        "polygraphy": polygraphy,
     }
