@@ -237,7 +237,8 @@ def test_validation_fails_on_bad_graphs() -> None:
 # ------------------------------------------------------------------------------- manifest + recipe
 def test_manifest_and_build_script(evor) -> None:
     agent, ckpt, engine_dir, report = evor
-    assert sorted(p.name for p in engine_dir.iterdir()) == ["build_trt.sh", "engine.onnx", "manifest.json"]
+    assert sorted(p.name for p in engine_dir.iterdir()) == ["build_trt.sh", "engine.onnx", "manifest.json",
+                                                             "polygraphy"]
     manifest = load_manifest(engine_dir)  # the runtime's reader verifies format and sha256
     assert manifest.engine_sha256 == sha256_file(engine_dir / "engine.onnx") == report["engine_sha256"]
     assert (manifest.kind, manifest.obs_dim, manifest.act_dim) == ("evor", OBS_DIM, ACT_DIM)
