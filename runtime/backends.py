@@ -3,6 +3,15 @@
 A backend owns the session and, per (B, N_pi, N) shape, a set of pre-allocated host buffers
 (:class:`IOBuffers`). The policy writes inputs into ``buffers.inputs[name]`` in place, calls
 ``backend.run(buffers)`` and reads ``buffers.outputs[name]``; no array is allocated per tick.
+
+Backend choice (`make_backend`): ``backend="auto"`` uses the TensorRT plan when it is usable and
+otherwise degrades to ONNX Runtime, never crashes: a missing plan, a missing or stale plan record
+(``engine.plan.json``, written by build_trt.sh: the plan was built from another engine.onnx, or is
+corrupt / truncated), a plan built by another TensorRT version, ``tensorrt`` or ``cuda-python`` missing,
+no CUDA device, or a plan TensorRT cannot deserialize all fall back with the reason in
+``describe()["fallback"]`` and one ``RuntimeWarning`` (no warning on a plain CPU install: no plan and no
+``tensorrt``). ``backend="tensorrt"`` raises `EngineError` with that reason instead. Shapes outside the
+plan's optimisation profile are refused with one clear line when their buffers are first asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import EngineError, Manifest, load_manifest, prune_spec
+from .manifest import (
+    PLAN_FILE,
+    EngineError,
+    Manifest,
+    ShapeProfile,
+    engine_min_shape,
+    load_manifest,
+    load_plan_record,
+    prune_spec,
+    tensorrt_version_key,
+)
 
 __all__ = [
     "Backend",
@@ -29,7 +48,6 @@ __all__ = [
     "tensorrt_available",
 ]
 
-PLAN_FILE = "engine.plan"
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _MAX_CACHED_SHAPES = 4
 
@@ -97,9 +115,22 @@ class Backend:
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self._cache: OrderedDict[tuple[int, int, int], IOBuffers] = OrderedDict()
+        self.fallback: dict[str, str] | None = None  # set by make_backend when "auto" fell back to this one
+
+    def check_shape(self, batch: int, num_candidates: int, num_rtg: int) -> None:
+        """ValueError (one line) unless the engine accepts (B, N_pi, N): all >= 1, and for a pruned engine
+        N_pi >= K1 and N >= N1. Backends with a fixed shape range (TensorRT profiles) check that too."""
+        key = (int(batch), int(num_candidates), int(num_rtg) if self.manifest.kind == "evor" else 1)
+        if min(key) < 1:
+            raise ValueError(f"B, N_pi and N must be >= 1, got {key}")
+        low = engine_min_shape(self.manifest)
+        if key[1] < low[1] or key[2] < low[2]:
+            raise ValueError(f"(B, N_pi, N) = {key} is below this pruned engine's minimum (1, {low[1]}, {low[2]}): "
+                             f"it keeps {low[1]} candidates after a screen on {low[2]} samples")
 
     def buffers(self, batch: int, num_candidates: int, num_rtg: int) -> IOBuffers:
-        """Buffers for (B, N_pi, N); allocated on first use and cached (a few shapes, LRU)."""
+        """Buffers for (B, N_pi, N); allocated on first use and cached (a few shapes, LRU).
+        Raises ValueError (one line) for a shape the engine or the backend cannot run (`check_shape`)."""
         if self.manifest.kind != "evor":
             num_rtg = 1
         key = (int(batch), int(num_candidates), int(num_rtg))
@@ -107,8 +138,7 @@ class Backend:
         if found is not None:
             self._cache.move_to_end(key)
             return found
-        if min(key) < 1:
-            raise ValueError(f"B, N_pi and N must be >= 1, got {key}")
+        self.check_shape(*key)
         shapes = _shapes(self.manifest, *key)
         inputs = {n: self._alloc(shapes[n]) for n in self.manifest.input_names}
         outputs = {n: self._alloc(shapes[n]) for n in self.manifest.output_names}
@@ -143,7 +173,7 @@ class Backend:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the backend (for bench reports)."""
-        return {"backend": self.name}
+        return {"backend": self.name, **({"fallback": dict(self.fallback)} if self.fallback else {})}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -220,7 +250,8 @@ class OnnxRuntimeBackend(Backend):
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the backend (for bench reports)."""
         return {"backend": self.name, "providers": list(self.providers),
-                "intra_op_threads": self.intra_op_threads}
+                "intra_op_threads": self.intra_op_threads,
+                **({"fallback": dict(self.fallback)} if self.fallback else {})}
 
 
 class TensorRTBackend(Backend):
@@ -246,24 +277,42 @@ class TensorRTBackend(Backend):
         manifest: Manifest | None = None,
         cuda_graph: bool = True,
         device: int = 0,
+        record: dict[str, Any] | None = None,
     ) -> None:
+        """Open the plan; EngineError (one line) when it cannot run here.
+
+        record: the plan record (``engine.plan.json``, see `manifest.load_plan_record`); when given, its
+        TensorRT version must equal the installed one (major.minor.patch): plans do not load across versions.
+        """
         if manifest is None:
             manifest = load_manifest(Path(plan_path).parent)
         super().__init__(manifest)
-        import tensorrt as trt
+        try:
+            import tensorrt as trt
+        except Exception as exc:  # ImportError, or a broken CUDA install raising something else
+            raise EngineError(f"the `tensorrt` Python package does not import here ({exc})") from None
 
         self._trt = trt
+        self.record = record
+        installed = str(getattr(trt, "__version__", ""))
+        if record is not None:
+            built = str(record.get("tensorrt_version", ""))
+            if tensorrt_version_key(built) != tensorrt_version_key(installed):
+                raise EngineError(f"{plan_path} was built by TensorRT {built}, this is TensorRT {installed}: "
+                                  "rebuild it here with ./build_trt.sh")
+        self.tensorrt_version = installed
         self._cudart = _import_cudart()
-        self._check(self._cudart.cudaSetDevice(device))
+        err = self._cudart.cudaSetDevice(device)
+        code = err[0] if isinstance(err, tuple) else err
+        if int(code) != 0:
+            raise EngineError(f"no usable CUDA device {device} for TensorRT (cudaSetDevice: {code}); "
+                              "use backend='onnxruntime'")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         plan = Path(plan_path).read_bytes()
         self.engine = self._runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            raise EngineError(f"TensorRT could not deserialize {plan_path} (built for another GPU/version?)")
-        self.context = self.engine.create_execution_context()
-        self.stream = self._check(self._cudart.cudaStreamCreate())
-        self.cuda_graph = bool(cuda_graph)
+            raise EngineError(f"TensorRT could not deserialize {plan_path} (corrupt, or built for another GPU/version)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         missing = set(manifest.input_names + manifest.output_names) - set(names)
@@ -276,7 +325,29 @@ class TensorRTBackend(Backend):
                 f"{plan_path}: tensors {not_fp32} are not float32; build the plan without "
                 "--inputIOFormats/--outputIOFormats (the engine contract has float32 I/O)"
             )
+        self.profile = self._plan_profile()
+        self.context = self.engine.create_execution_context()
+        self.stream = self._check(self._cudart.cudaStreamCreate())
+        self.cuda_graph = bool(cuda_graph)
         self._current: tuple[int, int, int] | None = None
+
+    def _plan_profile(self) -> ShapeProfile:
+        """(B, N_pi, N) ranges of the plan's optimisation profile 0, read from the plan itself."""
+        lo, opt, hi = (tuple(int(x) for x in dims) for dims in self.engine.get_tensor_profile_shape("action_noise", 0))
+        dims = [(lo[0], lo[1], 1), (opt[0], opt[1], 1), (hi[0], hi[1], 1)]
+        if self.manifest.kind == "evor":
+            rtg = [tuple(int(x) for x in d) for d in self.engine.get_tensor_profile_shape("rtg_noise", 0)]
+            dims = [(d[0], d[1], r[2]) for d, r in zip(dims, rtg, strict=True)]
+        return ShapeProfile(*dims)  # type: ignore[arg-type]
+
+    def check_shape(self, batch: int, num_candidates: int, num_rtg: int) -> None:
+        """The engine's own limits, then the plan's optimisation profile (ValueError, one line)."""
+        super().check_shape(batch, num_candidates, num_rtg)
+        key = (int(batch), int(num_candidates), int(num_rtg) if self.manifest.kind == "evor" else 1)
+        why = self.profile.outside(key)
+        if why:
+            raise ValueError(f"(B, N_pi, N) = {key}: {why} (min {self.profile.min}, max {self.profile.max}); "
+                             "rebuild engine.plan with a wider profile or use backend='onnxruntime'")
 
     def _check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -296,14 +367,6 @@ class TensorRTBackend(Backend):
         return arr
 
     def _bind(self, bufs: IOBuffers) -> None:
-        for name in self._input_names:
-            lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
-            shape = bufs.inputs[name].shape
-            if any(s < a or s > b for s, a, b in zip(shape, lo, hi, strict=True)):
-                raise ValueError(
-                    f"shape {shape} of {name!r} is outside the plan's optimisation profile "
-                    f"[{tuple(lo)}, {tuple(hi)}]; rebuild the plan with a wider profile"
-                )
         device = {}
         for name, arr in {**bufs.inputs, **bufs.outputs}.items():
             device[name] = self._check(self._cudart.cudaMalloc(max(4, arr.nbytes)))
@@ -369,7 +432,8 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the backend (for bench reports)."""
-        return {"backend": self.name, "cuda_graph": self.cuda_graph, "verified": False}
+        return {"backend": self.name, "cuda_graph": self.cuda_graph, "tensorrt_version": self.tensorrt_version,
+                "profile": self.profile.as_dict(), "verified": False}
 
 
 def _default_provider_options(provider: str, manifest: Manifest) -> Any:
@@ -404,6 +468,24 @@ def _import_cudart() -> Any:
     return cudart
 
 
+def _open_tensorrt(engine_dir: Path, manifest: Manifest) -> TensorRTBackend:
+    """The TensorRT backend on ENGINE_DIR/engine.plan, or EngineError saying why it cannot run here."""
+    plan = engine_dir / PLAN_FILE
+    if not plan.is_file():
+        raise EngineError(f"{plan} is missing: build it on the target with ./build_trt.sh, "
+                          "or use backend='onnxruntime'")
+    if not tensorrt_available():
+        raise EngineError("the `tensorrt` Python package does not import here")
+    record = load_plan_record(engine_dir, manifest)  # stale (other engine) / corrupt plan / no record
+    try:
+        return TensorRTBackend(plan, manifest=manifest, record=record)
+    except EngineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything TensorRT / CUDA raise while loading is one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(f"TensorRT could not load {plan}: {first}") from None
+
+
 def make_backend(
     engine_dir: str | os.PathLike[str],
     manifest: Manifest,
@@ -413,32 +495,27 @@ def make_backend(
 ) -> Backend:
     """Open the engine in ENGINE_DIR with the requested backend.
 
-    ``auto``: a native TensorRT plan (``engine.plan``) when it exists and ``tensorrt``
-    imports, else ONNX Runtime on ``engine.onnx``. ``tensorrt`` insists on the plan.
+    ``tensorrt``: the native plan or EngineError (one line: missing / stale / corrupt plan, other
+    TensorRT version, no ``tensorrt`` / ``cuda-python`` / GPU). ``onnxruntime``: engine.onnx.
+    ``auto``: the plan when that works, else ONNX Runtime with ``backend.fallback = {"from": "tensorrt",
+    "reason": ...}`` (shown by ``describe()``) and one RuntimeWarning, unless this is a plain CPU
+    install (no plan and no ``tensorrt``), where the fallback is only recorded.
     """
     engine_dir = Path(engine_dir)
-    plan = engine_dir / PLAN_FILE
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'tensorrt', got {backend!r}")
-    if backend == "tensorrt" or (backend == "auto" and plan.is_file() and tensorrt_available()):
-        if not plan.is_file():
-            raise EngineError(
-                f"{plan} is missing: build it on the target with the trtexec command the exporter "
-                "wrote, or use backend='onnxruntime'"
-            )
-        if not tensorrt_available():
-            raise EngineError("backend='tensorrt' needs the `tensorrt` Python package on this machine")
-        onnx_path = engine_dir / manifest.engine_file
-        if onnx_path.is_file() and plan.stat().st_mtime < onnx_path.stat().st_mtime:
-            warnings.warn(f"{plan} is older than {onnx_path}: it may be a stale build", stacklevel=2)
+    reason = None
+    if backend != "onnxruntime":
         try:
-            return TensorRTBackend(plan, manifest=manifest)
-        except EngineError:
-            raise
-        except Exception as exc:
+            return _open_tensorrt(engine_dir, manifest)
+        except EngineError as exc:
             if backend == "tensorrt":
-                raise EngineError(f"TensorRT could not run {plan}: {exc}") from None
-            warnings.warn(f"TensorRT backend failed ({exc}); falling back to onnxruntime", stacklevel=2)
-    return OnnxRuntimeBackend(
-        engine_dir / manifest.engine_file, providers, intra_op_threads, manifest=manifest
-    )
+                raise
+            reason = str(exc)
+    ort_backend = OnnxRuntimeBackend(engine_dir / manifest.engine_file, providers, intra_op_threads,
+                                     manifest=manifest)
+    if reason is not None:
+        ort_backend.fallback = {"from": "tensorrt", "reason": reason}
+        if (engine_dir / PLAN_FILE).exists() or tensorrt_available():
+            warnings.warn(f"TensorRT plan not used, running onnxruntime: {reason}", RuntimeWarning, stacklevel=2)
+    return ort_backend

@@ -316,3 +316,18 @@ def load_plan_record(engine_dir: str | os.PathLike[str], manifest: Manifest) -> 
     if not tensorrt_version_key(str(record.get("tensorrt_version", ""))):
         raise EngineError(f"{record_path} records no TensorRT version; rebuild with ./build_trt.sh")
     return record
+
+
+def write_plan_record(engine_dir: str | os.PathLike[str], manifest: Manifest, tensorrt_version: str,
+                      profile: ShapeProfile | None = None, built_by: str = "python") -> dict[str, Any]:
+    """Write ENGINE_DIR/engine.plan.json for an engine.plan built outside build_trt.sh (e.g. with the
+    TensorRT Python API), so the runtime can check it is current; atomic. Returns the record."""
+    engine_dir = Path(engine_dir)
+    record = {
+        "format": PLAN_RECORD_FORMAT, "engine_file": manifest.engine_file, "engine_sha256": manifest.engine_sha256,
+        "plan_file": PLAN_FILE, "plan_sha256": sha256_file(engine_dir / PLAN_FILE),
+        "tensorrt_version": str(tensorrt_version), "precision": manifest.precision,
+        "profile": (profile or manifest_profile(manifest)).as_dict(), "built_by": built_by,
+    }
+    atomic_write_bytes(engine_dir / PLAN_RECORD_FILE, (json.dumps(record, indent=1) + "\n").encode())
+    return record
