@@ -81,8 +81,9 @@ EXPORTS = {
     "prune": ("evor", {"prune": "2:3"}),
     "qc": ("qc", {}),
 }
-CALIBRATED = {f"{src}_{precision}": (src, precision) for src in ("fp32", "prune", "qc") for precision in
-              ("fp16", "int8")}
+# heun / midpoint engines are not calibrated (calibrate refuses them: their critic state feeds two updates)
+CALIBRATED = {f"{src}_{precision}": (src, precision) for src in ("fp32", "critic_steps", "prune", "qc")
+              for precision in ("fp16", "int8")}
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +191,36 @@ def test_every_engine_variant_builds_in_tensorrt_rtx(engines: dict[str, Path], n
     if manifest.precision != "fp32":
         parity = json.loads((engines[name] / "parity.json").read_text())
         assert parity["tensorrt"]["verified"] is True
+
+
+@pytest.mark.parametrize("name", ["fp32_fp16", "prune_fp16", "qc_fp16"])
+def test_fp16_graphs_keep_state_logsumexp_and_unscaling_float32(engines: dict[str, Path], name: str) -> None:
+    """The strongly typed FP16 graph TensorRT builds as-is (TensorRT 11: no flag can widen it again):
+    MLP bodies in FP16, but the Euler state, the prune screen's LogSumExp input and the return un-scaling
+    in FP32 (what keeps flow policies accurate in FP16)."""
+    from onnx import TensorProto
+
+    from evor_edge.calibration.graph import state_precision_violations
+
+    manifest = load_manifest(engines[name])
+    model = onnx.load(str(engines[name] / "engine.onnx"))
+    assert state_precision_violations(model, manifest.kind) == []
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input,
+                                                             *inferred.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    assert TensorProto.FLOAT16 in types.values()  # it is a mixed-precision graph
+    lse = [n for n in model.graph.node if n.op_type == "ReduceLogSumExp"]
+    assert bool(lse) == bool(manifest.extra.get("prune"))
+    for node in lse:
+        assert types[node.input[0]] == TensorProto.FLOAT, node.name
+    made = {out: node for node in model.graph.node for out in node.output}
+    for output in manifest.output_names:  # un-scaling: the last three ops before every output read FP32
+        frontier = [output]
+        for _ in range(3):
+            nodes = [made[t] for t in frontier if t in made]
+            frontier = [i for node in nodes for i in node.input if i]
+            assert not [t for t in frontier if types.get(t) == TensorProto.FLOAT16], (output, frontier)
 
 
 def test_pruned_profile_from_one_is_refused_by_the_builder(engines: dict[str, Path]) -> None:
