@@ -81,8 +81,11 @@ def _write_variant(src: Path, dst: Path, **changes) -> Path:
 
 
 def test_supported_names() -> None:
-    for size in ("medium", "large", "giant"):
+    for size in ("medium", "large", "giant", "teleport"):
         assert f"pointmaze-{size}-navigate-v0" in SUPPORTED_DATASETS
+        assert f"pointmaze-{size}-stitch-v0" in SUPPORTED_DATASETS
+    for name in ("cube-single-play-v0", "cube-double-play-v0", "cube-double-noisy-v0", "scene-play-v0"):
+        assert name in SUPPORTED_DATASETS
 
 
 def test_maze_cells_medium() -> None:
