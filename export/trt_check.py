@@ -188,6 +188,46 @@ def _network_io(trt: Any, network: Any) -> tuple[dict[str, list[int]], dict[str,
     return inputs, outputs, not_fp32
 
 
+def _parse_and_build(trt: Any, logger: Any, label: str, engine_path: Path, manifest: Manifest,
+                     profile: ShapeProfile, strongly_typed: bool) -> dict[str, Any]:
+    """Parser + builder calls (messages go to `logger`); raises TrtCheckError for what they refuse."""
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise TrtCheckError(f"{label} cannot create a builder here (no GPU?)")
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    started = time.perf_counter()
+    parsed = parser.parse_from_file(str(engine_path))
+    parse_seconds = time.perf_counter() - started
+    errors = [_first_line(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+    if not parsed or errors:
+        raise TrtCheckError(f"{label} ONNX parser rejected {engine_path.name}: "
+                            f"{errors[0] if errors else 'parse failed without a message'}")
+    inputs, outputs, not_fp32 = _network_io(trt, network)
+    if list(inputs) != manifest.input_names or sorted(outputs) != sorted(manifest.output_names):
+        raise TrtCheckError(f"{label} parsed inputs {list(inputs)} / outputs {sorted(outputs)}; the manifest's "
+                            f"{manifest.kind!r} engine has {manifest.input_names} / {manifest.output_names}")
+    if not_fp32:
+        raise TrtCheckError(f"{label}: engine I/O {not_fp32} is not float32 (the engine contract)")
+    config = builder.create_builder_config()
+    if hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # FP32 means FP32 (build_trt.sh passes --noTF32)
+    opt_profile = builder.create_optimization_profile()
+    for name in manifest.input_names:
+        opt_profile.set_shape(name, _shape(manifest, name, profile.min), _shape(manifest, name, profile.opt),
+                              _shape(manifest, name, profile.max))
+    if config.add_optimization_profile(opt_profile) < 0:
+        raise TrtCheckError(f"{label} refused the optimisation profile {profile.as_dict()}")
+    started = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - started
+    plan_bytes = int(plan.nbytes) if plan is not None else 0
+    del plan, config, parser, network, builder
+    return {"parse_seconds": parse_seconds, "build_seconds": build_seconds, "plan_bytes": plan_bytes,
+            "inputs": inputs, "outputs": outputs}
+
+
 def check_engine(
     engine_path: str | os.PathLike[str],
     manifest: Manifest,
@@ -212,39 +252,15 @@ def check_engine(
     logger = _Capture.get(trt)
     strongly_typed = tool.name == "tensorrt-rtx" or manifest.precision in ("fp16", "int8")
     with logger.capture() as records:
-        builder = trt.Builder(logger)
-        if builder is None:
-            raise TrtCheckError(f"{label} cannot create a builder here (no GPU?)")
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        started = time.perf_counter()
-        parsed = parser.parse_from_file(str(engine_path))
-        parse_seconds = time.perf_counter() - started
-        errors = [_first_line(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        if not parsed or errors:
-            raise TrtCheckError(f"{label} ONNX parser rejected {engine_path.name}: "
-                                f"{errors[0] if errors else 'parse failed without a message'}")
-        inputs, outputs, not_fp32 = _network_io(trt, network)
-        if list(inputs) != manifest.input_names or sorted(outputs) != sorted(manifest.output_names):
-            raise TrtCheckError(f"{label} parsed inputs {list(inputs)} / outputs {sorted(outputs)}; the manifest's "
-                                f"{manifest.kind!r} engine has {manifest.input_names} / {manifest.output_names}")
-        if not_fp32:
-            raise TrtCheckError(f"{label}: engine I/O {not_fp32} is not float32 (the engine contract)")
-        config = builder.create_builder_config()
-        if hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)  # FP32 means FP32 (build_trt.sh passes --noTF32)
-        opt_profile = builder.create_optimization_profile()
-        for name in manifest.input_names:
-            opt_profile.set_shape(name, _shape(manifest, name, profile.min), _shape(manifest, name, profile.opt),
-                                  _shape(manifest, name, profile.max))
-        if config.add_optimization_profile(opt_profile) < 0:
-            raise TrtCheckError(f"{label} refused the optimisation profile {profile.as_dict()}")
-        started = time.perf_counter()
-        plan = builder.build_serialized_network(network, config)
-        build_seconds = time.perf_counter() - started
-        plan_bytes = int(plan.nbytes) if plan is not None else 0
-        del plan, config, parser, network, builder
+        try:
+            built = _parse_and_build(trt, logger, label, engine_path, manifest, profile, strongly_typed)
+        except TrtCheckError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the bindings raise is a failed check, in one line
+            raise TrtCheckError(f"{label} failed on {engine_path.name}: {type(exc).__name__}: "
+                                f"{_first_line(str(exc))[:300]}") from None
+    parse_seconds, build_seconds, plan_bytes = built["parse_seconds"], built["build_seconds"], built["plan_bytes"]
+    inputs, outputs = built["inputs"], built["outputs"]
     messages = [(s, m) for s, m in records if not _IGNORED.search(m)]
     errors = [m for s, m in messages if s in ("ERROR", "INTERNAL_ERROR")]
     inconsistent = [m for s, m in messages if PROFILE_PROBLEM.search(m)]
