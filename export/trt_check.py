@@ -246,7 +246,7 @@ def check_engine(
     try:
         profile = profile or manifest_profile(manifest)
     except EngineError as exc:
-        raise TrtCheckError(str(exc)) from None
+        raise TrtCheckError(f"{exc}; re-export (or re-calibrate) to write a valid profile") from None
     trt = tool.module
     label = f"{tool.name} {tool.version}"
     logger = _Capture.get(trt)
