@@ -86,11 +86,11 @@ class _Capture:
     ones (it warns that the "logger passed into createInferBuilder differs"), so one logger per module
     collects the messages of whichever check is running."""
 
-    _by_module: dict[str, Any] = {}
+    _by_module: dict[int, Any] = {}  # by id(module): a stand-in module never shares a real one's logger
 
     @classmethod
     def get(cls, module: Any) -> Any:
-        found = cls._by_module.get(module.__name__)
+        found = cls._by_module.get(id(module))
         if found is not None:
             return found
 
@@ -113,7 +113,7 @@ class _Capture:
                     self.records = None
 
         logger = CaptureLogger()
-        cls._by_module[module.__name__] = logger
+        cls._by_module[id(module)] = logger
         return logger
 
 

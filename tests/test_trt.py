@@ -345,3 +345,28 @@ def test_polygraphy_replays_the_parity_files(engines: dict[str, Path], name: str
     (d / POLYGRAPHY_DIR / OUTPUTS_FILE).write_text(json.dumps(raw))
     failed = subprocess.run([exe, *command[1:]], cwd=d, capture_output=True, text=True, timeout=120)
     assert failed.returncode != 0 and "FAILED" in failed.stdout + failed.stderr
+
+
+def test_tensorrt_without_gpu_is_one_line_or_falls_back_to_rtx(engines: dict[str, Path],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `tensorrt` that imports but cannot create a builder (no GPU): auto uses TensorRT-RTX, and asking for
+    `tensorrt` explicitly is one clear line."""
+    import types
+
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "10.3.0"
+
+    class ILogger:
+        Severity = types.SimpleNamespace(WARNING=2)
+
+        def __init__(self) -> None:
+            pass
+
+    def builder(logger: object) -> None:
+        raise RuntimeError("CUDA initialization failure with error: 35")
+
+    fake.ILogger, fake.Builder = ILogger, builder
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    assert find_tool()[0].name == "tensorrt-rtx"
+    _assert_one_line(_cli(str(engines["qc"]), "--tool", "tensorrt"),
+                     "tensorrt 10.3.0 cannot create a builder here (CUDA initialization failure")
