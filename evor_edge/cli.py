@@ -195,8 +195,10 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
               help="Where the whole update runs; auto = CUDA when torch sees a GPU.")
 @click.option("--step-mode", default="auto", show_default=True,
-              type=click.Choice(["auto", "eager", "compile", "cuda-graph"]),
+              type=click.Choice(["auto", "eager", "compile", "cuda-graph", "compiled-cuda-graph"]),
               help="auto = one CUDA graph replay per step on a GPU, eager on the CPU (docs/performance.md).")
+@click.option("--time-limit", "time_limit", type=click.FloatRange(min=0.0, min_open=True), metavar="SECONDS",
+              help="Stop cleanly after this long (final checkpoint at the step reached); resume later.")
 @click.option("--action-low", metavar="X|X1,X2,...", help="Action lower bound(s) for a dataset that stores none.")
 @click.option("--action-high", metavar="X|X1,X2,...", help="Action upper bound(s) for a dataset that stores none.")
 @click.option("--weights-only", is_flag=True,
@@ -209,7 +211,8 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 def train(task: str | None, dataset_path: str | None, agent: str, preset: str, steps: int | None,
           batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
           resume: bool, device: str, step_mode: str, action_low: str | None, action_high: str | None,
-          weights_only: bool, threads: int | None, overrides: tuple[str, ...], as_json: bool) -> None:
+          weights_only: bool, time_limit: float | None, threads: int | None, overrides: tuple[str, ...],
+          as_json: bool) -> None:
     """Train an EVOR (or QC-1) agent on an offline dataset.
 
     \b
@@ -236,11 +239,12 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
         from evor_edge.datasets import split_task_name
 
         split_task_name(task)
-    config = preset_config(preset, agent=agent, steps=steps, batch_size=batch_size, reward_model=reward_model,
-                           checkpoint_every=checkpoint_every, seed=seed, **parse_overrides(overrides))
+    flags = dict(steps=steps, batch_size=batch_size, reward_model=reward_model, checkpoint_every=checkpoint_every,
+                 seed=seed)
+    config = preset_config(preset, agent=agent, **{**flags, **parse_overrides(overrides)})
     summary = run_training(task, dataset_path, config, out, resume=resume, threads=threads, device=device,
                            step_mode=step_mode, action_low=action_low, action_high=action_high,
-                           save_optimizer=not weights_only)
+                           save_optimizer=not weights_only, time_limit_s=time_limit)
     emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
          f"({r['ms_per_step']} ms/step on {r['device']}, {r['step_mode']}); checkpoint {r['checkpoint']}")
 
@@ -536,6 +540,11 @@ def quickstart(out: str, episodes: int, steps: int, eval_episodes: int, as_json:
     report = run_quickstart(Path(out), episodes=episodes, steps=steps, eval_episodes=eval_episodes)
     emit(report, as_json, lambda r: "\n".join(f"{k}: {v}" for k, v in r["where"].items()) +
          f"\nsuccess: {r['summary']}")
+
+
+from evor_edge.trt_command import trt_check_command  # noqa: E402  (imports only click at module level)
+
+main.add_command(trt_check_command)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,10 @@ class JaxUpdate:
         import jax
         import jax.numpy as jnp
 
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params["online"])
-        return {"online": params["online"], "target": params["target"], "m": zeros, "v": zeros,
+        def zeros() -> Any:  # distinct buffers for m and v (the jitted step donates its input state)
+            return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, p.dtype), params["online"])
+
+        return {"online": params["online"], "target": params["target"], "m": zeros(), "v": zeros(),
                 "count": jnp.zeros((), jnp.int32), "key": jax.random.PRNGKey(seed)}
 
     def make_step(self, data: dict[str, Any]) -> Any:

@@ -119,7 +119,7 @@ def measure_jax(preset: str, agent: str, platform: str, obs_dim: int, act_dim: i
                 state, metrics = step(state)
             jax.block_until_ready(state)
             rates.append(steps / (time.perf_counter() - t0))
-    return {"framework": "jax", "mode": "jit", "device": str(jax_device),
+    return {"framework": "jax", "mode": "jit", "jax_device": str(jax_device),
             "steps_per_s": round(statistics.median(rates), 2), "steps_per_s_all": [round(r, 2) for r in rates],
             "warmup_s": round(warmup_s, 2), "finite": all(bool(np.isfinite(v)) for v in metrics.values())}
 

@@ -109,12 +109,14 @@ def train(
     action_low: Any = None,
     action_high: Any = None,
     save_optimizer: bool = True,
+    time_limit_s: float | None = None,
 ) -> dict[str, Any]:
     """Train `config.agent` on a dataset into run directory `out`; return a summary dict.
 
     `task` is the OGBench single-task name (needed for OGBench raw files, recorded otherwise; None for a
     robot's own data). `dataset` may pass already loaded data (tests use toy data this way). `device`:
     auto | cpu | cuda[:N]; `step_mode`: auto | eager | compile | cuda-graph (`evor_edge.train_step`).
+    `time_limit_s` stops the run cleanly (final checkpoint at the step reached) after that many seconds.
     Nothing is written before the dataset, device and step mode have been checked.
     """
     run_dir = Path(out)
@@ -190,8 +192,13 @@ def train(
     step = start_step
     t_start = time.perf_counter()
     t_window, step_window = t_start, start_step
+    stopped_by_time = False
     try:
         while step < config.steps:
+            if time_limit_s is not None and time.perf_counter() - t_start >= time_limit_s:
+                stopped_by_time = True
+                save(step)
+                break
             trainer.step()
             step += 1
             bar.update(1)
@@ -202,6 +209,9 @@ def train(
                           "steps_per_s": round((step - step_window) / max(now - t_window, 1e-9), 1)}
                 t_window, step_window = now, step
                 record.update(values)
+                if trainer.fallback:
+                    record["step_mode"] = trainer.mode
+                    record["fallback"] = trainer.fallback
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.endswith("loss")})
@@ -222,7 +232,9 @@ def train(
         "checkpoint": str(resolve_checkpoint(run_dir)),
         "agent": config.agent,
         "device": describe_device(torch_device),
-        "step_mode": mode,
+        "step_mode": trainer.mode,
+        "step_mode_fallback": trainer.fallback,
+        "stopped_by_time_limit": stopped_by_time,
         "steps": step,
         "steps_this_run": trained,
         "seconds": round(seconds, 1),

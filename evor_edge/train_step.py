@@ -6,6 +6,10 @@
 * ``cuda-graph``: the whole step (minibatch indices, noise, forward, backward, both fused Adam steps, EMA,
   metric accumulation) captured once in a `torch.cuda.CUDAGraph` and replayed: one launch per step.
   Small MLPs on a GPU are launch-bound; this removes the per-kernel launch cost.
+* ``compiled-cuda-graph``: both: the compiled (fused) loss kernels captured in the same CUDA graph.
+
+A graph capture that fails falls back to replaying nothing: the step runs eagerly from then on, and
+`TrainStep.mode` / `fallback` say so (recorded in the run's metrics).
 
 Data placement (`DeviceBatches`): on a GPU the dataset tensors are moved to the device once when they
 take at most half of its free memory; minibatch indices are then drawn on the device. Otherwise they stay
@@ -18,6 +22,7 @@ every `log_every` steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +31,9 @@ import torch
 from evor_edge.agents import BaseAgent
 from evor_edge.agents.common import Batch, Metrics
 
-STEP_MODES = ("auto", "eager", "compile", "cuda-graph")
+STEP_MODES = ("auto", "eager", "compile", "cuda-graph", "compiled-cuda-graph")
+GRAPH_MODES = ("cuda-graph", "compiled-cuda-graph")
+COMPILED_MODES = ("compile", "compiled-cuda-graph")
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (allocates Adam state, cuBLAS workspaces)
 
 
@@ -40,8 +47,8 @@ def choose_step_mode(mode: str, device: torch.device) -> str:
         raise StepModeError(f"unknown step mode {mode!r}; choose one of {STEP_MODES}")
     if mode == "auto":
         return "cuda-graph" if device.type == "cuda" else "eager"
-    if mode == "cuda-graph" and device.type != "cuda":
-        raise StepModeError(f"--step-mode cuda-graph needs a CUDA device, not {device.type}")
+    if mode in GRAPH_MODES and device.type != "cuda":
+        raise StepModeError(f"--step-mode {mode} needs a CUDA device, not {device.type}")
     return mode
 
 
@@ -49,7 +56,7 @@ def optimizer_flags(device: torch.device, mode: str) -> dict[str, Any]:
     """Adam implementation flags: fused on CUDA (one kernel for all tensors), capturable under a graph."""
     if device.type != "cuda":
         return {}
-    return {"fused": True, "capturable": mode == "cuda-graph"}
+    return {"fused": True, "capturable": mode in GRAPH_MODES}
 
 
 class DeviceBatches:
@@ -141,10 +148,11 @@ class TrainStep:
         self.mode = mode
         self.noise_generator = noise_generator
         self.metrics = MetricSums()
+        self.fallback: str | None = None
         self._losses: Callable[..., Any] = agent.losses
         self._graph: torch.cuda.CUDAGraph | None = None
-        self._warmup_left = GRAPH_WARMUP_STEPS if mode == "cuda-graph" else 0
-        if mode == "compile":
+        self._warmup_left = GRAPH_WARMUP_STEPS if mode in GRAPH_MODES else 0
+        if mode in COMPILED_MODES:
             self._losses = torch.compile(agent.losses, dynamic=False)
 
     def _update(self, batch: Batch) -> None:
@@ -158,7 +166,7 @@ class TrainStep:
 
     def step(self) -> None:
         self.metrics.count += 1
-        if self.mode != "cuda-graph":
+        if self.mode not in GRAPH_MODES:
             self._whole_step()
             return
         if self._graph is None and self._warmup_left:
@@ -169,17 +177,29 @@ class TrainStep:
                 self._whole_step()
             torch.cuda.current_stream(self.batches.device).wait_stream(side)
             return
-        if self._graph is None:
-            self._capture()
+        if self._graph is None and not self._capture():
+            self._whole_step()
+            return
         if self.batches.static:
             self.batches.sample()  # host-resident data: fill the graph's static input buffers first
         self._graph.replay()
 
-    def _capture(self) -> None:
-        """Record one whole step (sampling included when the data are on the device) into a CUDA graph."""
+    def _capture(self) -> bool:
+        """Record one whole step (sampling included when the data are on the device) into a CUDA graph.
+
+        Capturing executes nothing, so a failed capture changes no weight: the run goes on eagerly.
+        """
         torch.cuda.synchronize(self.batches.device)
         graph = torch.cuda.CUDAGraph()
         static_batch = self.batches.buffers if self.batches.static else None
-        with torch.cuda.graph(graph):
-            self._update(static_batch if static_batch is not None else self.batches.sample())
+        try:
+            with torch.cuda.graph(graph):
+                self._update(static_batch if static_batch is not None else self.batches.sample())
+        except RuntimeError as exc:
+            self.fallback = f"CUDA graph capture failed, running eagerly: {str(exc).splitlines()[0][:200]}"
+            warnings.warn(self.fallback, stacklevel=2)
+            self.mode = "compile" if self.mode == "compiled-cuda-graph" else "eager"
+            torch.cuda.synchronize(self.batches.device)
+            return False
         self._graph = graph
+        return True
