@@ -168,6 +168,7 @@ def train(
 
     header = {"task": task, "dataset": str(dataset_path), "config": config.to_dict(), "agent": config.agent,
               "device": describe_device(torch_device), "step_mode": mode,
+              "ld_preload": os.environ.get("LD_PRELOAD"),  # e.g. scripts/mkl_avx512.sh's MKL shim
               "data": {"convention": data_source.convention, "metadata": data_source.metadata,
                        "action_low": data_source.action_low.tolist(), "action_high": data_source.action_high.tolist()}}
     config_path.write_text(json.dumps(header, indent=2))

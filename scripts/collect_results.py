@@ -1,0 +1,59 @@
+"""Collect the campaign's evaluation files into one machine-readable table (docs/results.json).
+
+    python scripts/collect_results.py repro/results --out docs/results.json
+
+Reads every eval_*.json with its train_*.json beside it (written by scripts/reproduce.sh) and the run's
+config.json; writes {"runs": [{"env", "task", "agent", "config", "seed", "steps", "episodes", "success"}, ...],
+"summary": mean +- std over seeds per (env, task, agent)}. Nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+TASK_RE = re.compile(r"^(?P<env>.+)-singletask-task(?P<task>\d+)-v0$")
+
+
+def collect(results: Path) -> dict:
+    runs = []
+    for path in sorted(results.glob("eval_*.json")):
+        evaluation = json.loads(path.read_text())
+        train_file = path.with_name("train_" + path.name[len("eval_"):])
+        train = json.loads(train_file.read_text()) if train_file.is_file() else {}
+        config = json.loads((Path(train["run"]) / "config.json").read_text()) if "run" in train else {}
+        task_name = evaluation.get("task") or config.get("task")
+        match = TASK_RE.match(task_name or "")
+        cfg = config.get("config", {})
+        runs.append({
+            "env": match.group("env") if match else task_name, "task": int(match.group("task")) if match else None,
+            "agent": cfg.get("agent"), "config": cfg.get("preset"), "n_step": cfg.get("n_step"),
+            "seed": cfg.get("seed"), "steps": train.get("steps"), "episodes": evaluation.get("episodes"),
+            "success": evaluation.get("success_rate"), "source": str(path),
+        })
+    groups: dict[tuple, list[float]] = {}
+    for run in runs:
+        groups.setdefault((run["env"], run["task"], run["agent"], run["config"]), []).append(run["success"])
+    summary = [{"env": k[0], "task": k[1], "agent": k[2], "config": k[3], "seeds": len(v),
+                "mean": statistics.fmean(v), "std": statistics.pstdev(v) if len(v) > 1 else 0.0}
+               for k, v in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
+    return {"runs": runs, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    table = collect(args.results)
+    args.out.write_text(json.dumps(table, indent=2) + "\n")
+    for row in table["summary"]:
+        print(f"{row['env']} task{row['task']} {row['agent']}: {100 * row['mean']:.0f} +- {100 * row['std']:.0f} "
+              f"% ({row['seeds']} seed(s))")
+
+
+if __name__ == "__main__":
+    main()
