@@ -195,3 +195,26 @@ def test_d4rl_file_with_new_dims_trains_exports_and_runs_in_evor_policy(tmp_path
                  "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["steps"] == 6
+
+
+def test_minari_dataset_imports_and_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real Minari dataset (recorded here with Minari's DataCollector) -> our file, D4RL convention."""
+    pytest.importorskip("h5py", reason="Minari's HDF5 storage needs h5py (pip install 'minari[hdf5]')")
+    minari = pytest.importorskip("minari", reason="the optional 'minari' package is not installed")
+    import gymnasium
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env = minari.DataCollector(gymnasium.make("Pendulum-v1", max_episode_steps=20))
+    for episode in range(3):
+        env.reset(seed=episode)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            done = terminated or truncated
+    env.create_dataset(dataset_id="test/pendulum-v0", algorithm_name="random")
+    report = import_minari(tmp_path / "minari" / "test" / "pendulum-v0", tmp_path / "pend.npz")
+    assert (report["transitions"], report["obs_dim"], report["act_dim"]) == (60, 3, 1)
+    data = load_offline_dataset(tmp_path / "pend.npz")
+    assert data.convention == "d4rl" and data.metadata["source"] == "minari"
+    assert data.train["terminals"].sum() == 3 and data.train["masks"].min() == 1  # 3 time limits, no termination
+    np.testing.assert_allclose([data.action_low[0], data.action_high[0]], [-2.0, 2.0])
