@@ -362,6 +362,9 @@ class EvorPolicy:
         return self.num_rtg if self.rtg_top_k is None else min(self.rtg_top_k, self.num_rtg)
 
     def _check_variant(self, num_candidates: int, num_rtg: int, top_k: int | None, tau_r: float) -> None:
+        # The backend's own limits (pruned minimum, a TensorRT plan's profile) refuse now, not at the next act().
+        self.backend.check_shape(1, num_candidates, (num_rtg if top_k is None else min(top_k, num_rtg))
+                                 if self.kind == "evor" else 1)
         if self.kind != "evor":
             return
         engine_n = num_rtg if top_k is None else min(top_k, num_rtg)

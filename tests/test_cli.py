@@ -16,8 +16,8 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.mark.parametrize("command", [[], ["data", "generate"], ["train"], ["eval"], ["export"], ["bench"],
-                                     ["quickstart"]])
+@pytest.mark.parametrize("command", [[], ["data", "generate"], ["data", "import"], ["train"], ["eval"],
+                                     ["export"], ["bench"], ["quickstart"], ["trt-check"]])
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.exit_code == 0

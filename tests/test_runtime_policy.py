@@ -330,6 +330,9 @@ def test_tensorrt_backend(evor_engine, tmp_path: Path) -> None:
     profile.set_shape("rtg_noise", (1, 1, 1), (1, 8, 4), (4, 64, 50))
     config.add_optimization_profile(profile)
     (d / PLAN_FILE).write_bytes(bytes(builder.build_serialized_network(network, config)))
+    from evor_edge.runtime.manifest import load_manifest, write_plan_record
+
+    write_plan_record(d, load_manifest(d), trt.__version__)
     trt_policy = EvorPolicy.load(d, backend="tensorrt", seed=3)
     assert isinstance(trt_policy.backend, TensorRTBackend)
     ort_policy = EvorPolicy.load(d, backend="onnxruntime", seed=3)
