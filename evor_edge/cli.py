@@ -54,21 +54,45 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
-    """FIELD=VALUE pairs for TrainConfig, typed by the field's default (tuples as comma lists)."""
+    """FIELD=VALUE pairs for TrainConfig, typed by the dataclass field's annotation (tuples as comma lists,
+    booleans as true/false/1/0/yes/no: `bool("False")` would be true)."""
+    import dataclasses
+    import typing
+
     from evor_edge.config import TrainConfig
 
-    defaults = TrainConfig()
+    hints = typing.get_type_hints(TrainConfig)
+    settable = {f.name for f in dataclasses.fields(TrainConfig)} - {"agent", "preset", "extra"}
     out: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
-        if not sep or not hasattr(defaults, name) or name in ("agent", "preset", "extra"):
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a training config field")
-        kind = type(getattr(defaults, name))
+        if not sep or name not in settable:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(settable))}")
         try:
-            out[name] = tuple(int(x) for x in raw.split(",")) if kind is tuple else kind(raw)
+            out[name] = _typed_value(hints[name], raw.strip())
         except ValueError:
-            raise ValueError(f"--set {item!r}: {raw!r} is not a valid {kind.__name__}") from None
+            kind = getattr(hints[name], "__name__", None) if typing.get_origin(hints[name]) is None else None
+            raise ValueError(f"--set {item!r}: {raw!r} is not a valid {kind or hints[name]}") from None
     return out
+
+
+def _typed_value(hint: Any, raw: str) -> Any:
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item_type = typing.get_args(hint)[0]
+        return tuple(_typed_value(item_type, part.strip()) for part in raw.split(",") if part.strip())
+    if hint is bool:
+        lowered = raw.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(raw)
+    if hint in (int, float, str):
+        return hint(raw)
+    raise ValueError(raw)
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:

@@ -73,3 +73,17 @@ def test_bad_option_values_are_rejected_before_work(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     result = run("train", "--env", TASK, "--steps", "0", "--out", str(tmp_path / "r"))
     assert result.exit_code == 2 and not (tmp_path / "r").exists()
+
+
+def test_set_overrides_are_typed_by_the_config_fields() -> None:
+    from evor_edge.cli import _typed_value, parse_overrides
+
+    assert parse_overrides(("hidden_dims=64, 32", "learning_rate=1e-3", "n_step=3", "qc_q_agg=min")) == {
+        "hidden_dims": (64, 32), "learning_rate": 1e-3, "n_step": 3, "qc_q_agg": "min"}
+    assert _typed_value(bool, "False") is False and _typed_value(bool, "yes") is True  # bool("False") is True
+    for bad, why in (("steps=1.5", "not a valid int"), ("hidden_dims=a,b", "not a valid tuple"),
+                     ("extra=1", "FIELD one of"), ("steps", "FIELD one of")):
+        with pytest.raises(ValueError, match=why):
+            parse_overrides((bad,))
+    with pytest.raises(ValueError):
+        _typed_value(bool, "maybe")
