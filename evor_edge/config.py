@@ -1,4 +1,13 @@
-"""Training configuration and the two presets (paper Tables 3-4, and a CPU-sized `small`)."""
+"""Training configuration and the two named configurations (presets).
+
+* `paper`: the paper-faithful configuration. Tables 3-4 and Algorithm 1: MLP 4x512, batch 256, Adam 3e-4,
+  EMA 5e-3, discount 0.99, 10 Euler steps, 1M gradient steps, N_pi 32, N 1 (train) / 50 (eval),
+  tau_R 1, tau_Q 1e-3, **1-step** flow-based TD targets (n_step 1); QC-1 with the same network and budget,
+  1-step targets and a best-of-32 target / extraction (qc_target_candidates 32 = N_pi, Eq. 42-43).
+* `small`: the CPU-budget configuration, with four deviations (SMALL_OVERRIDES below): MLP 3x256,
+  20k steps, **50-step bootstrapped targets with the data's actions** (a different fixed point from
+  Algorithm 1's, see `evor_edge.targets`) and QC-1's target best-of-8. Everything else is the paper's.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +29,9 @@ class TrainConfig:
                       `evor_edge.agents.evor`); "mc" = Eq. 13, flow matching onto Monte-Carlo returns of
                       the dataset (valid for deterministic dynamics only).
     n_step:           bootstrap horizon of both critics' targets (`evor_edge.targets`); 1 = Algorithm 1.
+                      n > 1 uses the data's actions for n - 1 steps: the same fixed point as Algorithm 1
+                      only when the data policy is Markov and equal to the BC policy (not OGBench's
+                      navigate data, whose policy follows a hidden goal: there it is optimistic).
     """
 
     agent: str = "evor"
@@ -80,11 +92,18 @@ class TrainConfig:
         return replace(self, **changes)
 
 
-# `small`: a CPU-sized variant. 3x256 MLPs cost ~1/6 of the FLOPs of 4x512; fewer QC target candidates keep
-# QC-1's best-of-N target affordable; 50-step bootstrapped targets (`evor_edge.targets`, same fixed point)
-# propagate the sparse goal reward within a 20k-step budget. Measured on pointmaze-medium task 1 (100-episode
-# dataset, 20k steps, N_pi 32 / N 8, 20 episodes): n_step 1 -> 0 %, 10 -> 45 %, 50 -> 100 %, Monte-Carlo -> 60 %.
-# Everything else (discount, Euler steps, temperatures, EMA, learning rate, batch) is the paper's.
+# `small`: the CPU-budget configuration (everything not listed is the paper's: discount, Euler steps,
+# temperatures, EMA, learning rate, batch, N_pi / N). Its deviations from `paper`, and why:
+#   hidden_dims 3x256 (paper 4x512): ~1/6 of the FLOPs per step;
+#   steps 20k (paper 1M): what a 2-core CPU affords per run (~5 min EVOR, ~15 min QC-1 at one thread);
+#   n_step 50 (paper 1, Algorithm 1): 50-step bootstrapped targets with the data's intermediate actions
+#     propagate the sparse goal reward within 20k steps, but their fixed point is NOT Algorithm 1's when
+#     the data policy is non-Markov (OGBench navigate: a hidden, re-sampled goal), see `evor_edge.targets`:
+#     the learned reward-to-go, and most of all its upper tail that Q* weighs, can be optimistic;
+#   qc_target_candidates 8 (paper 32): keeps QC-1's best-of-N target affordable (QC-1 extraction at run
+#     time still uses N_pi = 32).
+# Measured on pointmaze-medium task 1 (100-episode dataset, 20k steps, N_pi 32 / N 8, 20 episodes):
+# n_step 1 -> 0 %, 10 -> 45 %, 50 -> 100 %, Monte-Carlo -> 60 % (docs/results.md, "The two configurations").
 SMALL_OVERRIDES: dict[str, Any] = dict(
     hidden_dims=(256, 256, 256),
     n_step=50,

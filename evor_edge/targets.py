@@ -6,12 +6,25 @@ n-step bootstrap (both agents): for transition i with K = min(n, steps left in i
     x'_i = next_observation_{i+K-1},
 
 and the distributional Bellman target becomes Z(x_i, a_i) =_D R_i + b_i Z(x'_i, A'), A' ~ pi_base(.|x'_i).
-The intermediate actions are the data's, so for EVOR (whose R is the reward-to-go law of the data
-policy pi_ref, Eq. 7) this is an exact sample of the same fixed point for any n, including stochastic
-transitions; n = 1 is Algorithm 1. Larger n propagates rewards n times further per backup (QC's chunked
-backups do the same); n -> infinity is the Monte-Carlo target of Eq. 13.
+n = 1 is Algorithm 1; larger n propagates rewards n times further per backup (QC's chunked backups do
+the same); n -> infinity is the Monte-Carlo target of Eq. 13.
 
-Monte-Carlo returns (Eq. 13 option): G_i = r_i + gamma m_i G_{i+1} within each trajectory.
+What the critic learns (it is NOT the same fixed point for every n). The n - 1 intermediate actions
+are the data's, the bootstrap action is pi_base's. So the fixed point of the n-step operator is the
+reward-to-go of a hybrid process: from (x, a), follow the *data* for n steps (whatever drove the data
+there, conditioned only on (x, a)), then draw one action from pi_base at x'_i and again follow the data
+for n steps, and so on. That equals Algorithm 1's fixed point (the reward-to-go of pi_base, Eq. 7 with
+pi_ref = pi_base) only when the data policy is Markov in x and equal to pi_base. OGBench's navigate
+data violate this: the data policy steers to a hidden goal that is re-sampled during the episode, so
+n data steps taken after (x, a) are more goal-directed than n steps of the goal-agnostic BC policy,
+and the n-step critic's values, in particular the upper tail that Q* = LogSumExp weighs, are
+optimistic w.r.t. what pi_base (or the EVOR policy built on it) achieves. Often a useful bias at a small
+training budget (it is why the `small` preset learns pointmaze in 20k steps), but a deviation from the
+paper: the `paper` preset keeps n = 1. `tests/test_targets.py` checks both fixed points on a toy whose
+data policy follows a hidden goal.
+
+Monte-Carlo returns (Eq. 13 option): G_i = r_i + gamma m_i G_{i+1} within each trajectory (a sample of
+the data policy's own return from (x_i, a_i): the n -> infinity limit of the above).
 """
 
 from __future__ import annotations
