@@ -9,10 +9,8 @@ failure (or Ctrl-C) nothing is left at the output path.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,15 +25,8 @@ from evor_edge.export.polygraphy_files import write_parity_files
 from evor_edge.export.trt import BUILD_SCRIPT, build_script, default_profile, recipe
 from evor_edge.export.trt_check import TrtCheckError, run_check_hook
 from evor_edge.export.validate import validate_engine
-from evor_edge.runtime.manifest import (
-    ENGINE_FILE,
-    MANIFEST_FILE,
-    EngineError,
-    Manifest,
-    load_manifest,
-    move_dir_into_place,
-    sha256_file,
-)
+from evor_edge.io import atomic_write_bytes, atomic_write_json, sha256_file, staged_dir
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, EngineError, Manifest, load_manifest
 
 from .data import engine_feeds, split_observations
 from .errors import CalibrationError
@@ -47,10 +38,6 @@ from .parity import compare_outputs, measure_latency, render_markdown, session
 PRECISIONS = ("fp16", "int8")
 PARITY_JSON = "parity.json"
 PARITY_MD = "parity.md"
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    move_dir_into_place(tmp, out, overwrite, CalibrationError(f"{out} already exists (use --overwrite to replace it)"))
 
 
 def _check_arguments(engine_dir: Path, out: Path, precision: str, overwrite: bool) -> Manifest:
@@ -151,129 +138,119 @@ def calibrate_engine(
     source_model = onnx.load(str(engine_dir / manifest.engine_file))
     gelus_rewritten = gelu_to_tanh(source_model)[1] if gelu == "tanh" else 0
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.calibrate-", dir=out.parent))
-    tmp.chmod(0o755)
     bar = tqdm(total=5, desc=f"calibrate {precision}", unit="step", disable=not progress, leave=False)
+    exists = CalibrationError(f"{out} already exists (use --overwrite to replace it)")
     try:
-        work = tmp / ".work"
-        work.mkdir()
-        bar.set_postfix_str("convert")
-        if precision == "int8":
-            widths = hidden_widths(source_model, manifest.training_config.get("hidden_dims"), manifest.obs_dim,
-                                   manifest.act_dim)
-            feeds = engine_feeds(split.calibration, manifest.kind, manifest.act_dim, n_pi, n_rtg, seed)
-            converted, summary = quantize_int8(
-                source_model, feeds, work, widths, activation_type=activation_type,
-                calibration_method=calibration_method, shared_scales=shared_scales,
-                quantize_heads=quantize_heads, keep_fp32=keep_fp32, progress=progress)
-        else:
-            converted, summary = convert_fp16(source_model, manifest.kind, keep_layernorm_fp32=keep_layernorm_fp32)
-        summary["gelu"] = {"form": gelu, "rewritten": gelus_rewritten}
-        summary["calibration_noise_shape"] = {"num_candidates": n_pi, "num_rtg": n_rtg if manifest.kind == "evor"
-                                              else None}
-        converted.producer_name, converted.producer_version = "evor-edge", __version__
-        converted.doc_string = f"evor-edge {manifest.kind} engine, {precision} (calibrated from {engine_dir.name})"
-        bar.update()
+        with staged_dir(out, overwrite, exists, tag="calibrate") as tmp:
+            work = tmp / ".work"
+            work.mkdir()
+            bar.set_postfix_str("convert")
+            if precision == "int8":
+                widths = hidden_widths(source_model, manifest.training_config.get("hidden_dims"), manifest.obs_dim,
+                                       manifest.act_dim)
+                feeds = engine_feeds(split.calibration, manifest.kind, manifest.act_dim, n_pi, n_rtg, seed)
+                converted, summary = quantize_int8(
+                    source_model, feeds, work, widths, activation_type=activation_type,
+                    calibration_method=calibration_method, shared_scales=shared_scales,
+                    quantize_heads=quantize_heads, keep_fp32=keep_fp32, progress=progress)
+            else:
+                converted, summary = convert_fp16(source_model, manifest.kind, keep_layernorm_fp32=keep_layernorm_fp32)
+            summary["gelu"] = {"form": gelu, "rewritten": gelus_rewritten}
+            summary["calibration_noise_shape"] = {"num_candidates": n_pi, "num_rtg": n_rtg if manifest.kind == "evor"
+                                                  else None}
+            converted.producer_name, converted.producer_version = "evor-edge", __version__
+            converted.doc_string = f"evor-edge {manifest.kind} engine, {precision} (calibrated from {engine_dir.name})"
+            bar.update()
 
-        bar.set_postfix_str("validate")
-        violations = state_precision_violations(converted, manifest.kind)
-        if violations:
-            raise CalibrationError(f"the {precision} graph breaks float32 Euler accumulation: {violations[0]}")
-        engine_path = tmp / ENGINE_FILE
-        engine_path.write_bytes(converted.SerializeToString())
-        try:
-            validation = validate_engine(engine_path, manifest.kind, manifest.obs_dim, manifest.act_dim)
-        except EngineValidationError as exc:
-            raise CalibrationError(f"the {precision} engine is not a valid engine: {exc}") from None
-        shutil.rmtree(work)
-        bar.update()
+            bar.set_postfix_str("validate")
+            violations = state_precision_violations(converted, manifest.kind)
+            if violations:
+                raise CalibrationError(f"the {precision} graph breaks float32 Euler accumulation: {violations[0]}")
+            engine_path = tmp / ENGINE_FILE
+            engine_path.write_bytes(converted.SerializeToString())
+            try:
+                validation = validate_engine(engine_path, manifest.kind, manifest.obs_dim, manifest.act_dim)
+            except EngineValidationError as exc:
+                raise CalibrationError(f"the {precision} engine is not a valid engine: {exc}") from None
+            shutil.rmtree(work)
+            bar.update()
 
-        bar.set_postfix_str("manifest")
-        new = dataclasses.replace(manifest, precision=precision, engine_sha256=sha256_file(engine_path),
-                                  tool_version=__version__, extra=dict(manifest.extra))
-        if task:
-            new.env = task
-        new.extra.update({
-            "op_types": validation["op_types"],
-            "num_nodes": validation["num_nodes"],
-            "calibrated_from": {"engine_dir": str(engine_dir.resolve()), "engine_sha256": manifest.engine_sha256,
-                                "precision": manifest.precision},
-            "calibration": {**summary, "dataset": split.info["dataset"], "samples": len(split.calibration),
-                            "seed": seed},
-        })
-        new.extra.pop("self_check", None)  # that check compared the FP32 graph with torch
-        new.extra["tensorrt"] = recipe(new)
-        (tmp / MANIFEST_FILE).write_text(new.to_json() + "\n")
-        script = build_script(new, profile=default_profile(new))
-        if precision == "int8" and activation_type != "qint8":
-            script = script.replace("set -euo pipefail", "# WARNING: UINT8 activations with non-zero zero points: "
-                                    "TensorRT's explicit quantization needs\n# symmetric INT8 (recalibrate with "
-                                    "--activations qint8).\nset -euo pipefail", 1)
-        (tmp / BUILD_SCRIPT).write_text(script)
-        (tmp / BUILD_SCRIPT).chmod(0o755)
-        polygraphy = write_parity_files(tmp, engine_dir, seed=seed)  # replayable against the FP32 reference
-        try:
-            trt_check = run_check_hook(tmp)  # TensorRT's own parser + builder, when a TensorRT module imports
-        except TrtCheckError as exc:
-            raise CalibrationError(f"the {precision} engine fails the TensorRT check: {exc}") from None
-        bar.update()
+            bar.set_postfix_str("manifest")
+            new = dataclasses.replace(manifest, precision=precision, engine_sha256=sha256_file(engine_path),
+                                      tool_version=__version__, extra=dict(manifest.extra))
+            if task:
+                new.env = task
+            new.extra.update({
+                "op_types": validation["op_types"],
+                "num_nodes": validation["num_nodes"],
+                "calibrated_from": {"engine_dir": str(engine_dir.resolve()), "engine_sha256": manifest.engine_sha256,
+                                    "precision": manifest.precision},
+                "calibration": {**summary, "dataset": split.info["dataset"], "samples": len(split.calibration),
+                                "seed": seed},
+            })
+            new.extra.pop("self_check", None)  # that check compared the FP32 graph with torch
+            new.extra["tensorrt"] = recipe(new)
+            atomic_write_bytes(tmp / MANIFEST_FILE, (new.to_json() + "\n").encode())
+            script = build_script(new, profile=default_profile(new))
+            if precision == "int8" and activation_type != "qint8":
+                script = script.replace("set -euo pipefail", "# WARNING: UINT8 activations with non-zero zero points: "
+                                        "TensorRT's explicit quantization needs\n# symmetric INT8 (recalibrate with "
+                                        "--activations qint8).\nset -euo pipefail", 1)
+            (tmp / BUILD_SCRIPT).write_text(script)
+            (tmp / BUILD_SCRIPT).chmod(0o755)
+            polygraphy = write_parity_files(tmp, engine_dir, seed=seed)  # replayable against the FP32 reference
+            try:
+                trt_check = run_check_hook(tmp)  # TensorRT's own parser + builder, when a TensorRT module imports
+            except TrtCheckError as exc:
+                raise CalibrationError(f"the {precision} engine fails the TensorRT check: {exc}") from None
+            bar.update()
 
-        bar.set_postfix_str("parity")
-        try:
-            load_manifest(tmp)  # the runtime's own check of what was just written
-        except EngineError as exc:
-            raise CalibrationError(f"calibrated engine failed the runtime's manifest check: {exc}") from None
-        reference = session(engine_dir / manifest.engine_file)
-        candidate = session(engine_path)
-        parity_feeds = engine_feeds(split.parity, manifest.kind, manifest.act_dim, manifest.default_num_candidates,
-                                    manifest.default_num_rtg if manifest.kind == "evor" else 1, seed + 1)
-        parity = compare_outputs(reference, candidate, parity_feeds, manifest, progress=progress)
-        del reference, candidate
-        bar.update()
+            bar.set_postfix_str("parity")
+            try:
+                load_manifest(tmp)  # the runtime's own check of what was just written
+            except EngineError as exc:
+                raise CalibrationError(f"calibrated engine failed the runtime's manifest check: {exc}") from None
+            reference = session(engine_dir / manifest.engine_file)
+            candidate = session(engine_path)
+            parity_feeds = engine_feeds(split.parity, manifest.kind, manifest.act_dim, manifest.default_num_candidates,
+                                        manifest.default_num_rtg if manifest.kind == "evor" else 1, seed + 1)
+            parity = compare_outputs(reference, candidate, parity_feeds, manifest, progress=progress)
+            del reference, candidate
+            bar.update()
 
-        bar.set_postfix_str("latency")
-        latency = measure_latency({"fp32": engine_dir, precision: tmp}, split.parity, threads=latency_threads,
-                                  runs=latency_runs, num_candidates=latency_num_candidates,
-                                  num_rtg=latency_num_rtg, progress=progress)
-        closed_loop = None
-        if eval_episodes:
-            closed_loop = _closed_loop({"fp32": engine_dir, precision: tmp}, eval_task or "", eval_episodes, seed,
-                                       progress)
-        bar.update()
+            bar.set_postfix_str("latency")
+            latency = measure_latency({"fp32": engine_dir, precision: tmp}, split.parity, threads=latency_threads,
+                                      runs=latency_runs, num_candidates=latency_num_candidates,
+                                      num_rtg=latency_num_rtg, progress=progress)
+            closed_loop = None
+            if eval_episodes:
+                closed_loop = _closed_loop({"fp32": engine_dir, precision: tmp}, eval_task or "", eval_episodes, seed,
+                                           progress)
+            bar.update()
 
-        report: dict[str, Any] = {
-            "precision": precision,
-            "kind": manifest.kind,
-            "engine_dir": str(out),
-            "source_engine": str(engine_dir.resolve()),
-            "source_sha256": manifest.engine_sha256,
-            "engine_sha256": new.engine_sha256,
-            "data": {**split.info, "calibration_samples": len(split.calibration),
-                     "parity_samples": len(split.parity)},
-            "calibration": summary,
-            "parity": parity,
-            "latency": latency,
-            "closed_loop": closed_loop,
-            "tensorrt": {"command": new.extra["tensorrt"]["command"],
-                         "check": trt_check,
-                         "verified": bool(trt_check.get("passed")),
-                         "note": (f"parsed and built by {trt_check['tool']} {trt_check['version']}"
-                                  if trt_check.get("passed") else f"not checked here: {trt_check.get('skipped')}")},
-            "polygraphy": polygraphy,
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        (tmp / PARITY_JSON).write_text(json.dumps(report, indent=2) + "\n")
-        (tmp / PARITY_MD).write_text(render_markdown(report))
-        for child in tmp.rglob("*"):
-            if not child.is_file():
-                continue
-            with open(child, "rb") as handle:
-                os.fsync(handle.fileno())
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            report: dict[str, Any] = {
+                "precision": precision,
+                "kind": manifest.kind,
+                "engine_dir": str(out),
+                "source_engine": str(engine_dir.resolve()),
+                "source_sha256": manifest.engine_sha256,
+                "engine_sha256": new.engine_sha256,
+                "data": {**split.info, "calibration_samples": len(split.calibration),
+                         "parity_samples": len(split.parity)},
+                "calibration": summary,
+                "parity": parity,
+                "latency": latency,
+                "closed_loop": closed_loop,
+                "tensorrt": {"command": new.extra["tensorrt"]["command"],
+                             "check": trt_check,
+                             "verified": bool(trt_check.get("passed")),
+                             "note": (f"parsed and built by {trt_check['tool']} {trt_check['version']}"
+                                      if trt_check.get("passed") else f"not checked here: {trt_check.get('skipped')}")},
+                "polygraphy": polygraphy,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            atomic_write_json(tmp / PARITY_JSON, report)
+            (tmp / PARITY_MD).write_text(render_markdown(report))
     finally:
         bar.close()
     report.update({"engine": str(out / ENGINE_FILE), "manifest": str(out / MANIFEST_FILE),

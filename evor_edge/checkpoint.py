@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from evor_edge import __version__
 from evor_edge.agents import AgentSpec, BaseAgent, make_agent
-from evor_edge.runtime.manifest import atomic_write_bytes, sha256_file
+from evor_edge.io import atomic_write_bytes, atomic_write_json, sha256_file, staged_dir
 
 CHECKPOINT_FORMAT = "evor-edge-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -97,8 +96,7 @@ def save_checkpoint(
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:010d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=ckpt_root))
-    try:
+    with staged_dir(final, overwrite=True, exists_error=FileExistsError(final), tag="checkpoint") as tmp:
         tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in agent.state_dict().items()}
         groups: dict[str, Any] = {}
         if with_optimizer:
@@ -119,13 +117,7 @@ def save_checkpoint(
             "tensors_sha256": sha256_file(tmp / TENSORS_FILE),
             "extra": extra or {},
         }
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_json(tmp / STATE_FILE, state)
     atomic_write_bytes(ckpt_root / LATEST_FILE, final.name.encode())
     for old in sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -83,6 +83,7 @@ from typing import Any
 import numpy as np
 
 from evor_edge.datasets import DatasetError, val_path_for
+from evor_edge.io import atomic_write_many
 
 OGBENCH_COMMIT = "1d4140997f60c52c6fb0702ec100dc988b18c548"
 """Commit of github.com/seohongpark/ogbench whose ``data_gen_scripts`` the recipes follow."""
@@ -760,30 +761,10 @@ def _check_out_path(out_path: str | Path) -> tuple[Path, Path]:
 
 
 def _write_npz_atomic(files: list[tuple[Path, dict[str, np.ndarray]]]) -> None:
-    """Write each dict to a temp file beside its target, then ``os.replace`` them all.
-
-    On any exception (KeyboardInterrupt included) no temp file remains and none of the
-    targets written by this call remains either.
-    """
-    temps: list[str] = []
-    placed: list[Path] = []
-    try:
-        for final, arrays in files:
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            temps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-        for (final, _), tmp in zip(files, temps, strict=True):
-            os.replace(tmp, final)
-            placed.append(final)
-    except BaseException:
-        for name in [*temps, *placed]:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
-        raise
+    """Write each dict as a compressed ``.npz`` beside its target, then rename them all into place
+    (`evor_edge.io.atomic_write_many`: on any failure none of the targets remains)."""
+    atomic_write_many([(final, lambda handle, arrays=arrays: np.savez_compressed(handle, **arrays))
+                       for final, arrays in files])
 
 
 def generate_dataset(

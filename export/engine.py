@@ -9,8 +9,6 @@ directory appears; on any failure nothing is left at ENGINE_DIR.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +23,8 @@ from tqdm import tqdm
 from evor_edge import __version__
 from evor_edge.agents import BaseAgent
 from evor_edge.checkpoint import CheckpointError, load_checkpoint
-from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest, move_dir_into_place, sha256_file
+from evor_edge.io import atomic_write_bytes, sha256_file, staged_dir
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest
 
 from .errors import EngineValidationError, ExportError
 from .flops import engine_flops
@@ -263,11 +262,6 @@ def parse_prune(prune: tuple[int, int] | list[int] | str | None) -> tuple[int, i
     return keep, screen
 
 
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    exists = ExportError(f"{out} already exists (use --overwrite / overwrite=True to replace it)")
-    move_dir_into_place(tmp, out, overwrite, exists)
-
-
 def export_engine(
     checkpoint: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -338,10 +332,8 @@ def export_engine(
         spec = agent.spec
         bar.update()
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-        tmp.chmod(0o755)  # mkdtemp makes 0700; the engine directory is an ordinary shared artefact
-        try:
+        exists = ExportError(f"{out} already exists (use --overwrite / overwrite=True to replace it)")
+        with staged_dir(out, overwrite, exists, tag="export") as tmp:
             bar.set_postfix_str("trace + write ONNX")
             if kind == "evor":
                 module = build_engine_module(agent, steps, critic_steps=k_steps, critic_solver=critic_solver,
@@ -399,23 +391,14 @@ def export_engine(
                                       critic_solver=critic_solver, prune=prune_pair)
             manifest.extra["tensorrt"] = recipe(manifest)
             manifest.extra["export_seconds"] = round(time.perf_counter() - started, 3)
-            (tmp / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
+            atomic_write_bytes(tmp / MANIFEST_FILE, (manifest.to_json() + "\n").encode())
             script = tmp / BUILD_SCRIPT
             script.write_text(build_script(manifest, profile=default_profile(manifest)))
             script.chmod(0o755)
             bar.set_postfix_str("polygraphy parity files + TensorRT check")
             polygraphy = write_parity_files(tmp)  # replayable FP32 reference (polygraphy run --load-outputs)
             trt_check = run_check_hook(tmp)  # TensorRT's own parser + builder, when a TensorRT module imports
-            for child in tmp.rglob("*"):  # durable before the rename makes them visible
-                if not child.is_file():
-                    continue
-                with open(child, "rb") as handle:
-                    os.fsync(handle.fileno())
-            _move_into_place(tmp, out, overwrite)
             bar.update()
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     except EngineValidationError as exc:
         raise ExportError(f"exported graph is not a valid engine: {exc}") from None
     finally:

@@ -6,14 +6,29 @@ A manifest is JSON; the runtime refuses an engine whose format, version or sha25
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from evor_edge.io import atomic_write_bytes, sha256_file
+
+__all__ = [
+    "ENGINE_FILE",
+    "MANIFEST_FILE",
+    "EngineError",
+    "Manifest",
+    "ShapeProfile",
+    "atomic_write_bytes",
+    "default_profile",
+    "load_manifest",
+    "load_plan_record",
+    "manifest_profile",
+    "prune_spec",
+    "sha256_file",
+    "write_plan_record",
+]
 
 FORMAT_NAME = "evor-edge-engine"
 FORMAT_VERSION = 1
@@ -98,14 +113,6 @@ class Manifest:
         return manifest
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_manifest(engine_dir: str | os.PathLike[str], verify_hash: bool = True) -> Manifest:
     """Read ENGINE_DIR/manifest.json and check engine.onnx against its sha256."""
     engine_dir = Path(engine_dir)
@@ -132,40 +139,6 @@ def load_manifest(engine_dir: str | os.PathLike[str], verify_hash: bool = True) 
                 f"{manifest.engine_sha256[:12]}...: the engine was modified or corrupted"
             )
     return manifest
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a file via a temp file in the same directory and os.replace (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def move_dir_into_place(tmp: Path, out: Path, overwrite: bool, exists_error: Exception) -> None:
-    """Rename a finished sibling temp directory to `out`; an existing `out` is replaced only with
-    `overwrite` (moved aside first and restored if the rename fails), else `exists_error` is raised."""
-    if not out.exists():
-        os.rename(tmp, out)  # atomic on one filesystem; tmp is a sibling of out
-        return
-    if not overwrite:
-        raise exists_error
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rmdir(backup)
-    os.rename(out, backup)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(backup, out)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def prune_spec(manifest: Manifest) -> tuple[int, int] | None:
