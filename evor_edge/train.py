@@ -1,4 +1,9 @@
-"""The training loop: dataset -> agent updates -> JSON-lines metrics and periodic atomic checkpoints."""
+"""The training loop: dataset -> agent updates -> JSON-lines metrics and periodic atomic checkpoints.
+
+The dataset is a file loaded into RAM (`evor_edge.offline_data`, OGBench raw) or a converted directory read
+through memory maps (`evor_edge.shards`). Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the
+environment) the same loop runs data-parallel with DistributedDataParallel (`evor_edge.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -17,18 +22,46 @@ from tqdm import tqdm
 from evor_edge.agents import AgentSpec, BaseAgent, make_agent
 from evor_edge.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
 from evor_edge.config import TrainConfig
-from evor_edge.device import describe_device, resolve_device, use_tf32_matmuls
+from evor_edge.device import describe_device, use_tf32_matmuls
+from evor_edge.distributed import (
+    World,
+    any_rank,
+    backend_for,
+    barrier,
+    destroy_process_group,
+    gather_objects,
+    init_process_group,
+    mean_over_ranks,
+    per_rank_batch,
+    rank_device,
+    world_from_env,
+    wrap_losses,
+)
 from evor_edge.normalization import ObsNormalizer, ReturnScaler
 from evor_edge.offline_data import OfflineDataset, is_offline_file, load_offline_dataset
+from evor_edge.shards import ShardedDataset
 from evor_edge.targets import monte_carlo_returns, n_step_targets
-from evor_edge.train_step import DeviceBatches, TrainStep, choose_step_mode, optimizer_flags
+from evor_edge.train_step import DeviceBatches, ShardedBatches, TrainStep, choose_step_mode, optimizer_flags
+
+TIME_LIMIT_SYNC_STEPS = 10  # data-parallel runs agree on a --time-limit stop every this many steps
 
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked (exists without --resume, nothing to resume...)."""
 
 
-def build_spec(data: OfflineDataset, config: TrainConfig) -> AgentSpec:
+def build_spec(data: OfflineDataset | ShardedDataset, config: TrainConfig) -> AgentSpec:
+    if isinstance(data, ShardedDataset):  # statistics computed once at conversion, over every shard
+        stats = data.stats
+        std = np.maximum(np.asarray(stats["obs_std"], np.float64), 1e-3)  # ObsNormalizer.fit's floor
+        return AgentSpec(
+            config=config, obs_dim=data.obs_dim, act_dim=data.act_dim,
+            action_low=tuple(float(x) for x in data.action_low),
+            action_high=tuple(float(x) for x in data.action_high),
+            obs_norm=ObsNormalizer(tuple(float(m) for m in stats["obs_mean"]), tuple(float(s) for s in std)),
+            returns=ReturnScaler.fit(np.array([stats["reward_min"], stats["reward_max"]]), config.discount,
+                                     terminates=bool(stats["terminates"])),
+        )
     train = data.train
     return AgentSpec(
         config=config,
@@ -42,9 +75,15 @@ def build_spec(data: OfflineDataset, config: TrainConfig) -> AgentSpec:
 
 
 def load_training_data(dataset_path: str | os.PathLike[str], task: str | None = None,
-                       action_low: Any = None, action_high: Any = None) -> OfflineDataset:
-    """A dataset file in either form: our self-contained format (no environment needed) or an OGBench
-    raw file, which needs its single-task name for OGBench's reward relabelling."""
+                       action_low: Any = None, action_high: Any = None) -> OfflineDataset | ShardedDataset:
+    """A dataset in any form: a converted directory (`evor-edge data convert`, memory-mapped), our
+    self-contained file (no environment needed) or an OGBench raw file, which needs its single-task name
+    for OGBench's reward relabelling."""
+    if Path(dataset_path).is_dir():
+        if action_low is not None or action_high is not None:
+            raise RunError(f"{dataset_path}: a converted dataset stores its action bounds (set at `data convert`); "
+                           "drop --action-low/--action-high")
+        return ShardedDataset(dataset_path)
     if is_offline_file(dataset_path):
         return load_offline_dataset(dataset_path, action_low, action_high)
     if task is None:
@@ -110,17 +149,44 @@ def train(
     action_high: Any = None,
     save_optimizer: bool = True,
     time_limit_s: float | None = None,
+    prefetch: int = 2,
 ) -> dict[str, Any]:
     """Train `config.agent` on a dataset into run directory `out`; return a summary dict.
 
     `task` is the OGBench single-task name (needed for OGBench raw files, recorded otherwise; None for a
-    robot's own data). `dataset` may pass already loaded data (tests use toy data this way). `device`:
-    auto | cpu | cuda[:N]; `step_mode`: auto | eager | compile | cuda-graph (`evor_edge.train_step`).
-    `time_limit_s` stops the run cleanly (final checkpoint at the step reached) after that many seconds.
-    Nothing is written before the dataset, device and step mode have been checked.
+    robot's own data). `dataset_path` may be a converted directory (memory-mapped shards). `dataset` may pass
+    already loaded data (tests use toy data this way). `device`: auto | cpu | cuda[:N]; `step_mode`: auto |
+    eager | compile | cuda-graph (`evor_edge.train_step`). `time_limit_s` stops the run cleanly (final
+    checkpoint at the step reached) after that many seconds. `prefetch`: batches a background thread gathers
+    ahead from a converted directory (0 = none).
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) every rank runs this function: see
+    `evor_edge.distributed`. `config.batch_size` is then the global batch. Nothing is written before the
+    dataset, device, step mode and batch split have been checked (on every rank).
     """
+    world = world_from_env()
+    try:
+        prepared = _prepare(world, task, dataset_path, config, out, resume, dataset, device, step_mode, action_low,
+                            action_high)
+    except (ValueError, OSError):
+        if world.distributed and not world.is_main:
+            raise SystemExit(2) from None  # every rank found the same problem; rank 0 reports it in one line
+        raise
+    created = init_process_group(world, prepared["device"])
+    try:
+        return _run(world, prepared, dataset_path, out, resume, progress, on_log, threads, save_optimizer,
+                    time_limit_s, prefetch)
+    finally:
+        if created:
+            destroy_process_group()
+
+
+def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str], config: TrainConfig,
+             out: str | os.PathLike[str], resume: bool, dataset: Any, device: str, step_mode: str,
+             action_low: Any, action_high: Any) -> dict[str, Any]:
+    """Everything that can refuse the run, read-only: run directory, device, step mode, batch split, data,
+    checkpoint. Runs on every rank before the ranks meet."""
     run_dir = Path(out)
-    config_path = run_dir / "config.json"
     if resume:
         try:
             resolve_checkpoint(run_dir)
@@ -129,82 +195,171 @@ def train(
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"run directory {run_dir} already exists and is not empty; pass --resume or another --out")
 
-    torch_device = resolve_device(device)
-    mode = choose_step_mode(step_mode, torch_device)
+    torch_device = rank_device(device, world)
+    mode = choose_step_mode(step_mode, torch_device, distributed=world.distributed)
+    batch = per_rank_batch(config.batch_size, world.world_size)
     use_tf32_matmuls(torch_device)
     if isinstance(dataset, tuple):
         dataset = from_env_dataset(dataset, task)
     data_source = dataset if dataset is not None else load_training_data(dataset_path, task, action_low, action_high)
     task = task or data_source.metadata.get("task")
-    # Half the cores by default: small networks gain little from more threads, and an oversubscribed
-    # torch thread pool (other jobs on the machine) slows a step down 100x.
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
-
-    host_generator = torch.Generator().manual_seed(config.seed)
-    start_step = 0
-    flags = optimizer_flags(torch_device, mode)
+    size = data_source.size if isinstance(data_source, ShardedDataset) else len(data_source.train["observations"])
+    if size < world.world_size:
+        raise RunError(f"{size} transitions cannot be shared by {world.world_size} ranks")
+    loaded = None
     if resume:
-        loaded = load_checkpoint(run_dir, with_optimizer=True, device=torch_device, optimizer_flags=flags)
-        agent: BaseAgent = loaded.agent
+        loaded = load_checkpoint(run_dir, with_optimizer=True, device=torch_device,
+                                 optimizer_flags=optimizer_flags(torch_device, mode))
         if loaded.meta.get("extra", {}).get("task") not in (None, task):
             raise RunError(f"{run_dir} was trained on {loaded.meta['extra']['task']!r}, not {task!r}")
-        config = agent.config.replace(steps=config.steps)
+        config = loaded.agent.config.replace(steps=config.steps)
+        batch = per_rank_batch(config.batch_size, world.world_size)
+    if isinstance(data_source, ShardedDataset):
+        data_source.check_targets(config.n_step, config.discount, config.reward_model)
+    return {"run_dir": run_dir, "device": torch_device, "mode": mode, "batch": batch, "data": data_source,
+            "task": task, "config": config, "loaded": loaded}
+
+
+def _rank_rng_states(step_dir: Path, rank: int) -> dict[str, torch.Tensor]:
+    """RNG states a data-parallel checkpoint stored for `rank` (rank 0's are the plain rng.torch / rng.cuda)."""
+    from safetensors import safe_open
+
+    with safe_open(str(step_dir / "model.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+        return {name: handle.get_tensor(f"rng.rank{rank}.{name}") for name in ("torch", "cuda")
+                if f"rng.rank{rank}.{name}" in keys}
+
+
+def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike[str], out: str | os.PathLike[str],
+         resume: bool, progress: bool, on_log: Callable[[dict[str, Any]], None] | None, threads: int | None,
+         save_optimizer: bool, time_limit_s: float | None, prefetch: int) -> dict[str, Any]:
+    run_dir: Path = prepared["run_dir"]
+    torch_device: torch.device = prepared["device"]
+    mode: str = prepared["mode"]
+    data_source = prepared["data"]
+    task = prepared["task"]
+    config: TrainConfig = prepared["config"]
+    loaded = prepared["loaded"]
+    sharded = isinstance(data_source, ShardedDataset)
+    # Half the cores by default (shared among this machine's ranks): small networks gain little from more
+    # threads, and an oversubscribed torch thread pool (other jobs on the machine) slows a step down 100x.
+    torch.set_num_threads(threads or max(1, ((os.cpu_count() or 2) // 2) // world.local_world_size))
+
+    host_generator = torch.Generator().manual_seed(world.seed(config.seed))
+    start_step = 0
+    rng_note = None
+    rank_states: dict[str, torch.Tensor] = {}
+    if loaded is not None:
+        agent: BaseAgent = loaded.agent
         agent.spec = AgentSpec(**{**agent.spec.__dict__, "config": config})
         agent.config = config
         start_step = loaded.step
-        if "_torch_rng_state" in loaded.meta:
-            host_generator.set_state(loaded.meta["_torch_rng_state"])
-        _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+        saved_world = int(loaded.meta.get("extra", {}).get("world_size", 1))
+        same_world = saved_world == world.world_size
+        if world.rank == 0:
+            if "_torch_rng_state" in loaded.meta:
+                host_generator.set_state(loaded.meta["_torch_rng_state"])
+        else:
+            rank_states = _rank_rng_states(loaded.path, world.rank) if same_world else {}
+            if "torch" in rank_states:
+                host_generator.set_state(rank_states["torch"])
+            else:
+                host_generator.manual_seed(world.seed(config.seed) + start_step)
+        if not same_world:
+            rng_note = (f"resumed a {saved_world}-rank run with {world.world_size} rank(s): ranks > 0 draw new "
+                        "random streams (not bit-exact)")
     else:
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
         agent = make_agent(build_spec(data_source, config)).to(torch_device)
-        agent.build_optimizers(**flags)
+        agent.build_optimizers(**optimizer_flags(torch_device, mode))
     if torch_device.type == "cuda":
-        if resume and "_cuda_rng_state" in loaded.meta:
-            torch.cuda.set_rng_state(loaded.meta["_cuda_rng_state"], torch_device)
+        cuda_state = None
+        if loaded is not None:
+            cuda_state = loaded.meta.get("_cuda_rng_state") if world.rank == 0 else rank_states.get("cuda")
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, torch_device)
         else:  # a fresh run, or a run moved here from the CPU: a new stream, distinct per resumed step
-            torch.cuda.manual_seed(config.seed + start_step)
-    run_dir.mkdir(parents=True, exist_ok=True)
+            torch.cuda.manual_seed(world.seed(config.seed) + start_step)
+    per_rank = prepared["batch"]
+    distributed_info = {"world_size": world.world_size, "per_rank_batch": per_rank,
+                        "global_batch": per_rank * world.world_size,
+                        "backend": backend_for(torch_device) if world.distributed else None,
+                        "rank_rows": "rows r, r + K, r + 2K, ... (disjoint)" if world.distributed else "all"}
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if loaded is not None:
+            _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+        if sharded:
+            data_info = {"layout": "sharded", "path": str(data_source.path), "transitions": data_source.size,
+                         "shards": len(data_source.entries), "convention": data_source.convention,
+                         "metadata": data_source.metadata, "action_low": data_source.action_low.tolist(),
+                         "action_high": data_source.action_high.tolist()}
+        else:
+            data_info = {"convention": data_source.convention, "metadata": data_source.metadata,
+                         "action_low": data_source.action_low.tolist(),
+                         "action_high": data_source.action_high.tolist()}
+        header = {"task": task, "dataset": str(dataset_path), "config": config.to_dict(), "agent": config.agent,
+                  "device": describe_device(torch_device), "step_mode": mode,
+                  "ld_preload": os.environ.get("LD_PRELOAD"),  # e.g. scripts/mkl_avx512.sh's MKL shim
+                  "distributed": distributed_info, "data": data_info}
+        if rng_note:
+            header["resume_note"] = rng_note
+        (run_dir / "config.json").write_text(json.dumps(header, indent=2))
 
-    header = {"task": task, "dataset": str(dataset_path), "config": config.to_dict(), "agent": config.agent,
-              "device": describe_device(torch_device), "step_mode": mode,
-              "ld_preload": os.environ.get("LD_PRELOAD"),  # e.g. scripts/mkl_avx512.sh's MKL shim
-              "data": {"convention": data_source.convention, "metadata": data_source.metadata,
-                       "action_low": data_source.action_low.tolist(), "action_high": data_source.action_high.tolist()}}
-    config_path.write_text(json.dumps(header, indent=2))
-    tensors = tensors_from_dataset(data_source.train, config)
     on_cuda = torch_device.type == "cuda"
-    batches = DeviceBatches(tensors, torch_device, config.batch_size,
-                            generator=None if on_cuda else host_generator)
-    if on_cuda and not batches.resident:  # indices drawn on the host for pinned host-memory data
-        batches.generator = host_generator
-    trainer = TrainStep(agent, batches, mode, noise_generator=None if on_cuda else host_generator)
-    extra = {"task": task, "dataset": str(dataset_path)}
+    batches: DeviceBatches | ShardedBatches
+    if sharded:
+        reader = data_source.reader(config.n_step, with_mc=config.reward_model == "mc")
+        batches = ShardedBatches(reader, torch_device, per_rank, seed=config.seed, rank=world.rank,
+                                 world_size=world.world_size, start_step=start_step, prefetch=prefetch)
+    else:
+        tensors = tensors_from_dataset(data_source.train, config)
+        batches = DeviceBatches(tensors, torch_device, per_rank, generator=None if on_cuda else host_generator,
+                                offset=world.rank, stride=world.world_size)
+        if on_cuda and not batches.resident:  # indices drawn on the host for pinned host-memory data
+            batches.generator = host_generator
+    losses = wrap_losses(agent, torch_device) if world.distributed else None
+    trainer = TrainStep(agent, batches, mode, noise_generator=None if on_cuda else host_generator, losses=losses)
+    extra = {"task": task, "dataset": str(dataset_path), "world_size": world.world_size}
 
     def save(at_step: int) -> None:
-        rng = {"cuda": torch.cuda.get_rng_state(torch_device)} if on_cuda else None
-        save_checkpoint(run_dir, agent, at_step, extra, host_generator, keep=config.keep_checkpoints,
-                        rng_states=rng, with_optimizer=save_optimizer)
+        rng: dict[str, torch.Tensor] = {"cuda": torch.cuda.get_rng_state(torch_device)} if on_cuda else {}
+        if world.distributed:  # every rank's streams, so that --resume restores each rank
+            everyone = gather_objects({"torch": host_generator.get_state(), **rng})
+            for rank, states in enumerate(everyone[1:], start=1):
+                rng.update({f"rank{rank}.{name}": value for name, value in states.items()})
+        if world.is_main:
+            save_checkpoint(run_dir, agent, at_step, extra, host_generator, keep=config.keep_checkpoints,
+                            rng_states=rng or None, with_optimizer=save_optimizer)
+        if world.distributed:
+            barrier(torch_device)  # no rank runs ahead of a checkpoint that is not yet on disk
 
     agent.train()
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
-    bar = tqdm(total=config.steps, initial=start_step, disable=not progress, desc=f"train {config.agent}",
-               unit="step", dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    metrics_file = (run_dir / "metrics.jsonl").open("a") if world.is_main else None
+    bar = tqdm(total=config.steps, initial=start_step, disable=not (progress and world.is_main),
+               desc=f"train {config.agent}", unit="step", dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
     step = start_step
     t_start = time.perf_counter()
     t_window, step_window = t_start, start_step
     stopped_by_time = False
     try:
         while step < config.steps:
-            if time_limit_s is not None and time.perf_counter() - t_start >= time_limit_s:
-                stopped_by_time = True
-                save(step)
-                break
+            if time_limit_s is not None:
+                over = time.perf_counter() - t_start >= time_limit_s
+                if world.distributed:  # the ranks agree (one all-reduce every few steps)
+                    over = step % TIME_LIMIT_SYNC_STEPS == 0 and any_rank(over, torch_device)
+                if over:
+                    stopped_by_time = True
+                    save(step)
+                    break
             trainer.step()
             step += 1
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
                 values = trainer.metrics.read()  # the only host synchronisation between logs
+                if world.distributed:
+                    values = mean_over_ranks(values, torch_device)
                 now = time.perf_counter()
                 record = {"step": step, "time_s": round(now - t_start, 2),
                           "steps_per_s": round((step - step_window) / max(now - t_window, 1e-9), 1)}
@@ -213,19 +368,24 @@ def train(
                 if trainer.fallback:
                     record["step_mode"] = trainer.mode
                     record["fallback"] = trainer.fallback
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
+                if metrics_file is not None:
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.endswith("loss")})
-                if on_log:
+                if on_log and world.is_main:
                     on_log(record)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save(step)
     except KeyboardInterrupt:
-        save(step)
+        if not world.distributed:  # a rank cannot gather the others' state once they stop
+            save(step)
         raise
     finally:
         bar.close()
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if isinstance(batches, ShardedBatches):
+            batches.close()
     seconds = time.perf_counter() - t_start
     trained = step - start_step
     return {
@@ -240,4 +400,6 @@ def train(
         "steps_this_run": trained,
         "seconds": round(seconds, 1),
         "ms_per_step": round(1000 * seconds / max(trained, 1), 3),
+        "world_size": world.world_size,
+        "global_batch": per_rank * world.world_size,
     }

@@ -16,20 +16,35 @@ take at most half of its free memory; minibatch indices are then drawn on the de
 in pinned host memory and each minibatch is gathered on the host and copied with `non_blocking=True`
 into fixed device buffers (double-buffered pinned staging, so the copy overlaps the previous step).
 
+Memory-mapped sharded datasets (`ShardedBatches`, `evor_edge.shards`): each minibatch is gathered on
+the host from the shards' memory maps into preallocated (pinned on CUDA) buffers by a background thread
+a few batches ahead, then copied like the pinned path above. Indices of step s are a pure function of
+(seed, rank, s), so a resumed run continues the same stream.
+
+Data-parallel runs (`evor_edge.distributed`): each rank draws from its own disjoint share of the rows
+(`offset` / `stride`: rows rank, rank + K, ...) and `TrainStep(losses=...)` runs the loss through the
+DistributedDataParallel wrapper so that backward all-reduces the gradients.
+
 No step reads anything back to the host: metrics are summed on the device (`MetricSums`) and read
 every `log_every` steps.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from evor_edge.agents import BaseAgent
 from evor_edge.agents.common import Batch, Metrics
+
+if TYPE_CHECKING:
+    from evor_edge.shards import ShardReader
 
 STEP_MODES = ("auto", "eager", "compile", "cuda-graph", "compiled-cuda-graph")
 GRAPH_MODES = ("cuda-graph", "compiled-cuda-graph")
@@ -41,14 +56,20 @@ class StepModeError(ValueError):
     """A step mode that cannot run on the chosen device (one-line message)."""
 
 
-def choose_step_mode(mode: str, device: torch.device) -> str:
-    """`auto` = cuda-graph on CUDA, eager on the CPU (docs/performance.md: compile is no faster there)."""
+def choose_step_mode(mode: str, device: torch.device, distributed: bool = False) -> str:
+    """`auto` = cuda-graph on CUDA, eager on the CPU (docs/performance.md: compile is no faster there).
+
+    Data-parallel runs: `auto` = eager; the graph modes are refused (a captured step would replay the
+    gradient all-reduce without DDP's per-backward bookkeeping, which is not verified here).
+    """
     if mode not in STEP_MODES:
         raise StepModeError(f"unknown step mode {mode!r}; choose one of {STEP_MODES}")
     if mode == "auto":
-        return "cuda-graph" if device.type == "cuda" else "eager"
+        return "cuda-graph" if device.type == "cuda" and not distributed else "eager"
     if mode in GRAPH_MODES and device.type != "cuda":
         raise StepModeError(f"--step-mode {mode} needs a CUDA device, not {device.type}")
+    if mode in GRAPH_MODES and distributed:
+        raise StepModeError(f"--step-mode {mode} is not supported in data-parallel runs; use eager or compile")
     return mode
 
 
@@ -67,10 +88,17 @@ class DeviceBatches:
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], device: torch.device, batch_size: int,
-                 generator: torch.Generator | None = None, resident: bool | None = None):
+                 generator: torch.Generator | None = None, resident: bool | None = None,
+                 offset: int = 0, stride: int = 1):
+        """offset / stride: draw only rows offset, offset + stride, ... (rank r of K ranks: r, K); the
+        default draws from all rows exactly as before."""
         self.device = device
         self.batch_size = batch_size
         self.size = int(next(iter(tensors.values())).shape[0])
+        if not 0 <= offset < stride or offset >= self.size:
+            raise ValueError(f"rows offset {offset} / stride {stride} do not fit {self.size} rows")
+        self.offset, self.stride = offset, stride
+        self.rows = (self.size - offset + stride - 1) // stride
         if resident is None:
             resident = device.type != "cuda" or _fits_on_gpu(tensors, device)
         self.resident = resident
@@ -93,11 +121,17 @@ class DeviceBatches:
         """True when `sample()` fills the same device tensors every call (host-resident data)."""
         return not self.resident
 
+    def _index(self, device: torch.device | None = None) -> torch.Tensor:
+        index = torch.randint(0, self.rows, (self.batch_size,), device=device, generator=self.generator)
+        if self.stride != 1:
+            index = index * self.stride + self.offset
+        return index
+
     def sample(self) -> Batch:
         if self.resident:
-            index = torch.randint(0, self.size, (self.batch_size,), device=self.device, generator=self.generator)
+            index = self._index(self.device)
             return {k: v.index_select(0, index) for k, v in self.data.items()}
-        index = torch.randint(0, self.size, (self.batch_size,), generator=self.generator)
+        index = self._index()
         stage, event = self.staging[self.turn], self.events[self.turn]
         event.synchronize()  # the copy that last used this staging buffer is done (normally long ago)
         for key, value in self.data.items():
@@ -106,6 +140,118 @@ class DeviceBatches:
         event.record()
         self.turn ^= 1
         return self.buffers
+
+
+class ShardedBatches:
+    """Uniform minibatches over a memory-mapped sharded dataset, gathered on the host.
+
+    Minibatch s on `rank` holds the rows `reader.draw(s, ...)` names (sorted; uniform over this rank's
+    disjoint share of the whole dataset). With `prefetch` > 0 a background thread gathers that many
+    batches ahead into rotating staging buffers (numpy's take releases the GIL while it copies); on CUDA
+    the staging buffers are pinned and each batch is copied with `non_blocking=True` into fixed device
+    buffers (`static`: what a captured CUDA graph reads). When the process's file-backed resident memory
+    exceeds `rss_budget` bytes the reader drops its mappings (`ShardReader.release`), so RSS stays bounded.
+    """
+
+    resident = False
+
+    def __init__(self, reader: ShardReader, device: torch.device, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1, start_step: int = 0, prefetch: int = 2, rss_budget: int = 512 << 20,
+                 release_every: int = 32):
+        self.reader = reader
+        self.device = device
+        self.batch_size = batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.step = start_step
+        self.prefetch = max(0, int(prefetch))
+        self.rss_budget, self.release_every = rss_budget, max(1, release_every)
+        self.filled = 0
+        self.generator = None  # indices come from `reader.draw`, not from a torch generator
+        on_cuda = device.type == "cuda"
+        self.on_cuda = on_cuda
+        slots = max(2, self.prefetch + 1)
+        self.staging = [{k: torch.empty((batch_size, *shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype,
+                                        pin_memory=on_cuda) for k, (shape, dtype) in reader.fields.items()}
+                        for _ in range(slots)]
+        self.views = [{k: v.numpy() for k, v in slot.items()} for slot in self.staging]
+        self.buffers: dict[str, torch.Tensor] = {}
+        if on_cuda:
+            self.buffers = {k: torch.empty_like(v, device=device) for k, v in self.staging[0].items()}
+            self.events = [torch.cuda.Event() for _ in range(slots)]
+        self.turn = 0
+        self.held: int | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.prefetch:
+            self.free: queue.Queue[int | None] = queue.Queue()
+            self.ready: queue.Queue[int | BaseException] = queue.Queue()
+            for slot in range(slots):
+                self.free.put(slot)
+            self._thread = threading.Thread(target=self._produce, name="shard-prefetch", daemon=True)
+            self._thread.start()
+
+    @property
+    def static(self) -> bool:
+        return self.on_cuda
+
+    def _fill(self, slot: int, step: int) -> None:
+        if self.on_cuda:
+            self.events[slot].synchronize()  # the copy that last read this staging buffer is done
+        index = self.reader.draw(step, self.batch_size, self.seed, self.rank, self.world_size)
+        self.reader.gather(index, self.views[slot])
+        self.filled += 1
+        if self.filled % self.release_every == 0:
+            from evor_edge.shards import file_backed_rss_bytes
+
+            if file_backed_rss_bytes() > self.rss_budget:
+                self.reader.release()
+
+    def _produce(self) -> None:
+        step = self.step
+        while not self._stop.is_set():
+            slot = self.free.get()
+            if slot is None:
+                return
+            try:
+                self._fill(slot, step)
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread, raised there
+                self.ready.put(exc)
+                return
+            self.ready.put(slot)
+            step += 1
+
+    def sample(self) -> Batch:
+        if self.prefetch:
+            if self.held is not None:
+                self.free.put(self.held)
+                self.held = None
+            item = self.ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            slot = item
+        else:
+            slot = self.turn
+            self.turn = (self.turn + 1) % len(self.staging)
+            self._fill(slot, self.step)
+        self.step += 1
+        if not self.on_cuda:
+            self.held = slot if self.prefetch else None
+            return self.staging[slot]
+        for key, value in self.staging[slot].items():
+            self.buffers[key].copy_(value, non_blocking=True)
+        self.events[slot].record()
+        if self.prefetch:
+            self.free.put(slot)
+        return self.buffers
+
+    def close(self) -> None:
+        """Stop the prefetch thread (idempotent)."""
+        if self._thread is not None:
+            self._stop.set()
+            self.free.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
 
 
 def _fits_on_gpu(tensors: dict[str, torch.Tensor], device: torch.device) -> bool:
@@ -140,20 +286,23 @@ class MetricSums:
 class TrainStep:
     """`step()` runs one update of `agent` on a fresh minibatch and adds its metrics to `metrics`."""
 
-    def __init__(self, agent: BaseAgent, batches: DeviceBatches, mode: str,
-                 noise_generator: torch.Generator | None = None):
-        """noise_generator: the CPU generator on the CPU; None on CUDA (the default CUDA generator)."""
+    def __init__(self, agent: BaseAgent, batches: DeviceBatches | ShardedBatches, mode: str,
+                 noise_generator: torch.Generator | None = None,
+                 losses: Callable[..., Any] | None = None):
+        """noise_generator: the CPU generator on the CPU; None on CUDA (the default CUDA generator).
+        losses: what computes (loss, metrics) from (batch, noise); default `agent.losses`, in data-parallel
+        runs the DistributedDataParallel wrapper of it (`evor_edge.distributed.wrap_losses`)."""
         self.agent = agent
         self.batches = batches
         self.mode = mode
         self.noise_generator = noise_generator
         self.metrics = MetricSums()
         self.fallback: str | None = None
-        self._losses: Callable[..., Any] = agent.losses
+        self._losses: Callable[..., Any] = losses if losses is not None else agent.losses
         self._graph: torch.cuda.CUDAGraph | None = None
         self._warmup_left = GRAPH_WARMUP_STEPS if mode in GRAPH_MODES else 0
         if mode in COMPILED_MODES:
-            self._losses = torch.compile(agent.losses, dynamic=False)
+            self._losses = torch.compile(self._losses, dynamic=False)
 
     def _update(self, batch: Batch) -> None:
         noise = self.agent.sample_noise(self.batches.batch_size, self.noise_generator)
