@@ -297,24 +297,45 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
                    "other jobs share the machine.")
 @click.option("--device", default="cpu", show_default=True, metavar="auto|cpu|cuda[:N]",
               help="CHECKPOINT only: where the torch reference policy runs.")
+@click.option("--video", "video_dir", type=click.Path(file_okay=False),
+              help="Film the first --video-episodes episodes into DIR (mp4 with imageio-ffmpeg, else GIF). MuJoCo "
+                   "renders offscreen: MUJOCO_GL=egl (the default set here) or osmesa.")
+@click.option("--video-episodes", default=2, show_default=True, type=click.IntRange(min=1),
+              help="With --video: how many episodes (the first ones) to film.")
+@click.option("--video-size", default=160, show_default=True, type=click.IntRange(min=16),
+              help="With --video: frame width and height in pixels (even).")
+@click.option("--video-every", default=2, show_default=True, type=click.IntRange(min=1),
+              help="With --video: keep every k-th step as a frame (plus the first and the last).")
+@click.option("--video-format", default="auto", show_default=True, type=click.Choice(["auto", "mp4", "gif"]),
+              help="With --video: auto = mp4 when imageio + imageio-ffmpeg import, else GIF (Pillow).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
 def eval_command(source: str, task: str, episodes: int, num_candidates: int | None, num_rtg: int | None,
                  tau_r: float | None, tau_q: float | None, rtg_top_k: int | None, crn: bool, sweep_spec: str | None,
                  plot_path: str | None, parallel: int, seed: int, threads: int | None, device: str,
+                 video_dir: str | None, video_episodes: int, video_size: int, video_every: int, video_format: str,
                  as_json: bool) -> None:
     """Closed-loop success of SOURCE (a checkpoint / run dir, or an ENGINE_DIR) on TASK.
 
     An engine directory runs through EvorPolicy, exactly what the robot runs; a checkpoint runs the
     torch reference. OGBench protocol: success rate over --episodes episodes with recorded seeds.
+    --video DIR films episodes so a person can watch a failure (with --sweep: one folder per value).
     """
+    if video_dir is not None and "MUJOCO_GL" not in os.environ and "mujoco" not in sys.modules:
+        os.environ["MUJOCO_GL"] = "egl"  # read once, when mujoco is imported: offscreen without a display
     from evor_edge.datasets import make_env
-    from evor_edge.evaluation import evaluate
+    from evor_edge.evaluation import VideoSettings, check_renderer, evaluate
     from evor_edge.sweep import parse_sweep, plot_sweep
 
     sweep = parse_sweep(sweep_spec) if sweep_spec else None
     if plot_path and not sweep:
         raise ValueError("--plot needs --sweep")
+    video = None
+    if video_dir is not None:
+        video = VideoSettings(video_dir, episodes=video_episodes, size=video_size + video_size % 2,
+                              every=video_every, fmt=video_format)
+        video.check()
+        video.resolved_format()
     env = make_env(task)
     env_dims = (env.observation_space.shape[-1], env.action_space.shape[-1])
     env.close()
@@ -329,11 +350,18 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
     knobs.update({k: v for k, v in engine_only.items() if v is not None})
     if dims != env_dims:
         raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {env_dims}")
+    if video is not None:
+        check_renderer(task)  # one line, before any episode
     values = sweep[1] if sweep else [None]
     runs = []
     for value in values:
         settings = dict(knobs, **({sweep[0]: value} if sweep else {}))
-        result = evaluate(policy_factory(**settings), task, episodes=episodes, seed=seed, parallel=parallel)
+        film = video
+        if video is not None and sweep:
+            film = VideoSettings(Path(video.directory) / f"{sweep[0]}={value}", episodes=video.episodes,
+                                 size=video.size, every=video.every, fps=video.fps, fmt=video.fmt)
+        result = evaluate(policy_factory(**settings), task, episodes=episodes, seed=seed, parallel=parallel,
+                          video=film)
         result.update({"value": value, "settings": settings})
         runs.append(result)
         if sweep:
@@ -342,7 +370,7 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
         result = runs[0]
         result.update({"source": source, "source_kind": kind})
         emit(result, as_json, lambda r: f"{task}: success {100 * r['success_rate']:.1f}% over {r['episodes']} "
-             f"episodes ({r['seconds']} s)")
+             f"episodes ({r['seconds']} s)" + "".join(f"\nvideo: {v}" for v in r.get("videos", [])))
         return
     report = {"source": source, "source_kind": kind, "task": task, "episodes": episodes, "seed": seed,
               "sweep": sweep[0], "results": runs}

@@ -101,3 +101,84 @@ def test_engine_only_options_refused_for_checkpoints(tmp_path: Path) -> None:
     for args in (["--rtg-top-k", "2"], ["--crn"], ["--sweep", "rtg_top_k=1,2"]):
         result = _run("eval", str(ckpt), "--env", TASK, "--episodes", "1", *args)
         assert result.exit_code != 0 and "run-time engine options" in result.output, result.output
+
+
+# ----------------------------------------------------------------------------------------------------- videos
+# MuJoCo chooses its OpenGL backend once, when it is imported, so rendering runs in a fresh process.
+def _subprocess_eval(engine: Path, *args: str, env_update: dict[str, str | None] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    for key, value in (env_update or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run([sys.executable, "-m", "evor_edge.cli", "eval", str(engine), "--env", TASK, "--threads", "1",
+                           *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def _renderer_or_skip() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gymnasium, ogbench\n"
+            "env = gymnasium.make('pointmaze-medium-singletask-task1-v0', render_mode='rgb_array',\n"
+            "                     width=16, height=16)\n"
+            "env.reset(seed=0)\nassert env.render().shape == (16, 16, 3)\n")
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "MUJOCO_GL": "egl"})
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"no MuJoCo EGL renderer here (.ci/run installs libegl1 + libgl1-mesa-dri): {last}")
+
+
+@pytest.mark.parametrize("fmt", ["gif", "mp4"])
+def test_eval_video_writes_one_file_per_filmed_episode(tmp_path: Path, fmt: str) -> None:
+    _renderer_or_skip()
+    if fmt == "mp4":
+        pytest.importorskip("imageio_ffmpeg", reason="mp4 needs imageio-ffmpeg (optional); GIF is the fallback")
+    engine, _ = write_engine(tmp_path / "engine", obs_dim=2, act_dim=2)
+    out = tmp_path / "videos"
+    result = _subprocess_eval(engine, "--episodes", "3", "--video", str(out), "--video-episodes", "2",
+                              "--video-size", "32", "--video-every", "100", "--video-format", fmt, "--json",
+                              env_update={"MUJOCO_GL": None})  # the command sets MUJOCO_GL=egl itself
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    files = sorted(out.iterdir())
+    assert [Path(v).name for v in report["videos"]] == [f.name for f in files] and report["video_format"] == fmt
+    assert [f.name for f in files] == [f"pointmaze-medium-navigate-singletask-task1-v0_ep{i:03d}_seed{i}_failure.{fmt}"
+                                       for i in range(2)]  # the fixture never reaches the goal
+    if fmt == "gif":
+        from PIL import Image
+
+        with Image.open(files[0]) as gif:
+            assert gif.size == (32, 32) and gif.n_frames == 1 + 1000 // 100  # the first frame, then every 100th
+    else:
+        assert files[0].read_bytes()[4:8] == b"ftyp"  # an MP4 container
+
+
+def test_eval_video_without_a_renderer_is_one_line_before_any_episode(tmp_path: Path) -> None:
+    engine, _ = write_engine(tmp_path / "engine", obs_dim=2, act_dim=2)
+    # GLFW needs a display: with none, MuJoCo cannot render (EGL / OSMesa are the headless backends).
+    result = _subprocess_eval(engine, "--video", str(tmp_path / "v"), "--episodes", "1",
+                              env_update={"MUJOCO_GL": "glfw", "DISPLAY": None, "WAYLAND_DISPLAY": None})
+    if result.returncode == 0:
+        pytest.skip("GLFW rendered here (a display is available)")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: --video: MuJoCo cannot render offscreen here (MUJOCO_GL=glfw")
+    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())
+
+
+def test_eval_video_bad_options_are_one_line(tmp_path: Path) -> None:
+    engine, _ = write_engine(tmp_path / "engine", obs_dim=2, act_dim=2)
+    result = _run("eval", str(engine), "--env", TASK, "--video", str(tmp_path / "v"), "--video-size", "8")
+    assert result.exit_code == 2 and "--video-size" in result.output
+    engine4, _ = write_engine(tmp_path / "engine4", obs_dim=4, act_dim=2)
+    result = _run("eval", str(engine4), "--env", TASK, "--video", str(tmp_path / "v"))
+    assert result.exit_code != 0 and "expects obs/act dims (4, 2)" in result.output
