@@ -652,6 +652,12 @@ def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [st[key] for st in states if st.get(key) is not None and st[key] >= state_floor(st)]
         return len(vals), float(np.sum(vals)) if vals else 0.0
 
+    informative = [st for st in states if st.get("mc_spread") is not None and st["mc_spread"] >= state_floor(st)]
+
+    def median_informative(key: str) -> float | None:
+        vals = [st[key] for st in informative if st.get(key) is not None]
+        return float(np.median(vals)) if vals else None
+
     n_rank, rank_loss = significant("regret")
     n_cov, cov_loss = significant("coverage_gap")
     n_cont, cont_loss = significant("continuation_gap")
@@ -661,6 +667,12 @@ def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
         "median_spearman_q_star_mc": median("spearman_q_star_mc"),
         "median_spearman_q_star_pooled_mc": median("spearman_q_star_pooled_mc"),
         "median_spearman_rtg_mean_mc": median("spearman_rtg_mean_mc"),
+        # where the first action matters (MC spread over the candidates above the noise floor); elsewhere a rank
+        # correlation measures noise
+        "informative_states": len(informative),
+        "median_spearman_q_star_mc_informative": median_informative("spearman_q_star_mc"),
+        "median_spearman_q_star_pooled_mc_informative": median_informative("spearman_q_star_pooled_mc"),
+        "median_spearman_rtg_mean_mc_informative": median_informative("spearman_rtg_mean_mc"),
         "mean_regret": mean("regret"),
         "mean_regret_of_pooled_argmax": mean("regret_of_pooled_argmax"),
         "mean_coverage_gap": mean("coverage_gap"),
@@ -707,7 +719,8 @@ def human_summary(report: dict[str, Any]) -> str:
         return "n/a" if x is None else f"{x:.{nd}f}"
 
     for st in report["states"]:
-        line = (f"  step {st['step']:4d}: spearman(Q*, MC) {fmt(st['spearman_q_star_mc'])}"
+        line = (f"  step {st['step']:4d}{'*' if st['mc_spread'] >= state_floor(st) else ' '}: "
+                f"spearman(Q*, MC) {fmt(st['spearman_q_star_mc'])}"
                 + (f", pooled {fmt(st.get('spearman_q_star_pooled_mc'))}" if "q_star_pooled" in st else "")
                 + f"; regret {st['regret']:.2f}; MC best {max(st['mc_mean']):.2f}, chosen {st['mc_chosen']:.2f}")
         if st.get("coverage_gap") is not None:
@@ -715,6 +728,13 @@ def human_summary(report: dict[str, Any]) -> str:
                      f"{st['coverage_gap']:.2f}; min angle to oracle {st['min_angle_to_oracle_deg']:.0f} deg "
                      f"(chosen {st['chosen_angle_to_oracle_deg']:.0f})")
         lines.append(line)
+    lines.append(f"first action matters (MC spread above the noise floor) at {sm['informative_states']} of "
+                 f"{sm['states']} states; there median spearman(Q*, MC) "
+                 f"{fmt(sm['median_spearman_q_star_mc_informative'])}, pooled Q* "
+                 f"{fmt(sm['median_spearman_q_star_pooled_mc_informative'])}, reward-to-go mean "
+                 f"{fmt(sm['median_spearman_rtg_mean_mc_informative'])}"
+                 + (f"; single-draw Q* argmax = pooled argmax in {100 * sm['mean_argmax_agreement_with_pooled']:.0f}%"
+                    if sm.get("mean_argmax_agreement_with_pooled") is not None else ""))
     lines.append(f"verdict: {sm['verdict']} ({sm['explanation']})")
     if report.get("plot"):
         lines.append(f"plot: {report['plot']}")
