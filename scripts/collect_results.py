@@ -16,6 +16,16 @@ import statistics
 from pathlib import Path
 
 TASK_RE = re.compile(r"^(?P<env>.+)-singletask-task(?P<task>\d+)-v0$")
+# The paper's Table 2 (1M steps, 3 seeds; mean, std in %), for the tasks the campaign runs.
+PAPER_TABLE_2 = {
+    ("pointmaze-medium-navigate", 1): {"qc": (97, 3), "evor": (100, 1)},
+    ("pointmaze-medium-navigate", 2): {"qc": (89, 7), "evor": (99, 2)},
+    ("pointmaze-medium-navigate", 3): {"qc": (100, 0), "evor": (98, 2)},
+    ("pointmaze-medium-navigate", 4): {"qc": (94, 7), "evor": (100, 0)},
+    ("pointmaze-medium-navigate", 5): {"qc": (100, 0), "evor": (100, 0)},
+    ("cube-double-play", 2): {"qc": (54, 4), "evor": (96, 2)},
+    ("scene-play", 2): {"qc": (87, 2), "evor": (98, 1)},
+}
 
 
 def collect(results: Path) -> dict:
@@ -43,13 +53,31 @@ def collect(results: Path) -> dict:
     return {"runs": runs, "summary": summary}
 
 
+def markdown(table: dict) -> str:
+    """The summary next to the paper's Table 2, as a markdown table (mean +- std over seeds, in %)."""
+    cells: dict[tuple, dict[str, str]] = {}
+    for row in table["summary"]:
+        text = f"{100 * row['mean']:.0f} +- {100 * row['std']:.0f} ({row['seeds']} seed{'s' * (row['seeds'] > 1)})"
+        cells.setdefault((row["env"], row["task"]), {})[row["agent"]] = text
+    lines = ["| env | task | EVOR (ours) | QC-1 (ours) | paper EVOR | paper QC-1 |", "|---|---|---|---|---|---|"]
+    for key in sorted(cells, key=lambda k: (k[0], k[1] or 0)):
+        paper = PAPER_TABLE_2.get(key, {})
+        fmt = lambda agent: "%d +- %d" % paper[agent] if agent in paper else "-"  # noqa: E731
+        lines.append(f"| {key[0]} | {key[1]} | {cells[key].get('evor', '-')} | {cells[key].get('qc', '-')} | "
+                     f"{fmt('evor')} | {fmt('qc')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--markdown", type=Path, help="Also write the table next to the paper's Table 2.")
     args = parser.parse_args()
     table = collect(args.results)
     args.out.write_text(json.dumps(table, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(table) + "\n")
     for row in table["summary"]:
         print(f"{row['env']} task{row['task']} {row['agent']}: {100 * row['mean']:.0f} +- {100 * row['std']:.0f} "
               f"% ({row['seeds']} seed(s))")
