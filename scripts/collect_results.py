@@ -61,10 +61,9 @@ def markdown(table: dict) -> str:
         cells.setdefault((row["env"], row["task"]), {})[row["agent"]] = text
     lines = ["| env | task | EVOR (ours) | QC-1 (ours) | paper EVOR | paper QC-1 |", "|---|---|---|---|---|---|"]
     for key in sorted(cells, key=lambda k: (k[0], k[1] or 0)):
-        paper = PAPER_TABLE_2.get(key, {})
-        fmt = lambda agent: "%d +- %d" % paper[agent] if agent in paper else "-"  # noqa: E731
+        paper = {agent: f"{m} +- {s}" for agent, (m, s) in PAPER_TABLE_2.get(key, {}).items()}
         lines.append(f"| {key[0]} | {key[1]} | {cells[key].get('evor', '-')} | {cells[key].get('qc', '-')} | "
-                     f"{fmt('evor')} | {fmt('qc')} |")
+                     f"{paper.get('evor', '-')} | {paper.get('qc', '-')} |")
     return "\n".join(lines)
 
 
