@@ -54,14 +54,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import frontier as fr  # noqa: E402  (the sibling benchmark: engine export, noise layout, agreement)
+from evor_edge import frontier_study as fr  # noqa: E402  (engine export, noise layout, agreement)
+from evor_edge.runtime.timing import latency_stats, summarize  # noqa: E402
 
 PEAK_SHAPE = (512, 512, 4096)  # [512 x 512] @ [512 x 4096]: the MLP's 512-wide GEMMs on 4096 rows
 
 
 def log(msg: str) -> None:
-    print(f"[compare {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
+    fr.log(msg, tag="compare")
 
 
 # ------------------------------------------------------------------------------------------- agents
@@ -145,7 +145,7 @@ def interleave(peers: list[Peer], ticks: int, block: int, max_seconds: float, n_
         if rounds % 5 == 0:
             log(f"round {rounds}: " + ", ".join(f"{p.name} {1e3 * np.median(p.wall):.1f}" for p in active))
     return {"rounds": rounds, "block": block,
-            "load_avg_1min": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)}}
+            "load_avg_1min": summarize(loads, {"min": "min", "median": 50, "max": "max"})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,10 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         policy = EvorPolicy.load(engine_dir, backend="onnxruntime", intra_op_threads=args.threads, tau_q=0.0,
                                  seed=args.seed)
         if cfg is not None:
-            policy.set_num_candidates(cfg.num_candidates)
-            policy.set_num_rtg(cfg.num_rtg)
-            policy.set_rtg_top_k(cfg.rtg_top_k)
-            policy.set_common_rtg_noise(cfg.common_rtg_noise)
+            policy.configure(num_candidates=cfg.num_candidates, num_rtg=cfg.num_rtg, rtg_top_k=cfg.rtg_top_k,
+                             common_rtg_noise=cfg.common_rtg_noise)
         flops = float(flops_per_tick(policy.manifest, 1, policy.num_candidates, policy.engine_num_rtg))
         conf = {"engine": str(engine_dir), "num_candidates": policy.num_candidates, "num_rtg": policy.num_rtg,
                 "rtg_top_k": policy.rtg_top_k, "common_rtg_noise": policy.common_rtg_noise,
@@ -297,9 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     peak = max(p.flops / float(np.median(p.wall)) for p in peers if p.group == "peak")
     eager_med = float(np.median(peers[0].wall))
     for p in peers:
-        med = float(np.median(p.wall))
-        entry = {"group": p.group, "config": p.config, "ticks": len(p.wall), "median_ms": 1e3 * med,
-                 "p99_ms": 1e3 * float(np.percentile(p.wall, 99)), "cpu_median_ms": 1e3 * float(np.median(p.cpu)),
+        wall, cpu = latency_stats(p.wall), latency_stats(p.cpu)
+        med = wall["p50_ms"] * 1e-3
+        entry = {"group": p.group, "config": p.config, "ticks": len(p.wall), "median_ms": wall["p50_ms"],
+                 "p99_ms": wall["p99_ms"], "cpu_median_ms": cpu["p50_ms"],
                  "gflop": p.flops / 1e9, "gflops_per_s": p.flops / med / 1e9,
                  "fraction_of_peak": (p.flops / med) / peak if p.group != "peak" else None,
                  "speedup_vs_eager": eager_med / med if p.group != "peak" else None}

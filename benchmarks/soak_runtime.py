@@ -1,10 +1,9 @@
 """Soak test for the torch-free runtime: many act() calls, RSS growth and per-tick overhead.
 
-    python benchmarks/soak_runtime.py [ENGINE_DIR] [--ticks 10000] [--max-growth-mb 5]
+    python benchmarks/soak_runtime.py ENGINE_DIR [--ticks 10000] [--max-growth-mb 5]
 
-Without ENGINE_DIR a tiny fixture engine (tests/engine_fixtures.py, needs `onnx`) is built in a
-temporary directory. Prints one JSON object; exits 1 when resident memory grows by more than
---max-growth-mb between the end of warmup and the end of the run.
+Torch-free (numpy + onnxruntime), so it runs on the robot install. Prints one JSON object; exits 1 when
+resident memory grows by more than --max-growth-mb between the end of warmup and the end of the run.
 
 "overhead" is the runtime's own work per tick beyond the engine call (validation, noise,
 selection, bookkeeping): policy.last.latency_s - policy.last.engine_s.
@@ -15,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,13 +22,9 @@ import numpy as np
 
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.bench import observations_from_manifest, resident_memory_mb
+from evor_edge.runtime.timing import summarize
 
-
-def _fixture_engine(directory: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from engine_fixtures import write_engine
-
-    return write_engine(directory)[0]
+PERCENTILES = {"p50": 50, "p99": 99, "p999": 99.9, "max": "max"}
 
 
 def soak(engine_dir: Path, ticks: int, warmup: int, num_candidates: int | None, num_rtg: int | None,
@@ -73,15 +67,10 @@ def soak(engine_dir: Path, ticks: int, warmup: int, num_candidates: int | None, 
         "rss_end_mb": rss_end,
         "rss_growth_mb": rss_end - rss_start,
         "rss_trace_mb": rss_trace,
-        "latency_us": _percentiles(latency * 1e6),
-        "engine_us": _percentiles(engine * 1e6),
-        "overhead_us": _percentiles(overhead),
+        "latency_us": summarize(latency, PERCENTILES, scale=1e6),
+        "engine_us": summarize(engine, PERCENTILES, scale=1e6),
+        "overhead_us": summarize(overhead, PERCENTILES),
     }
-
-
-def _percentiles(values_us: np.ndarray) -> dict[str, float]:
-    p50, p99, p999 = np.percentile(values_us, [50, 99, 99.9])
-    return {"p50": float(p50), "p99": float(p99), "p999": float(p999), "max": float(values_us.max())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("engine_dir", nargs="?", help="engine directory (default: a fixture engine)")
+    parser.add_argument("engine_dir", help="engine directory (evor-edge export / calibrate)")
     parser.add_argument("--ticks", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--num-candidates", type=int, default=None)
@@ -98,10 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
     parser.add_argument("--max-growth-mb", type=float, default=5.0)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        engine_dir = Path(args.engine_dir) if args.engine_dir else _fixture_engine(Path(tmp) / "engine")
-        result = soak(engine_dir, args.ticks, args.warmup, args.num_candidates, args.num_rtg,
-                      args.batch, args.backend)
+    result = soak(Path(args.engine_dir), args.ticks, args.warmup, args.num_candidates, args.num_rtg,
+                  args.batch, args.backend)
     result["max_growth_mb"] = args.max_growth_mb
     result["passed"] = bool(result["rss_growth_mb"] <= args.max_growth_mb)
     print(json.dumps(result, indent=2))

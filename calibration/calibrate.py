@@ -26,14 +26,15 @@ from evor_edge.export.trt import BUILD_SCRIPT, build_script, default_profile, re
 from evor_edge.export.trt_check import TrtCheckError, run_check_hook
 from evor_edge.export.validate import validate_engine
 from evor_edge.io import atomic_write_bytes, atomic_write_json, sha256_file, staged_dir
-from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, EngineError, Manifest, load_manifest
+from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, EngineError, Manifest, load_manifest, prune_spec
+from evor_edge.runtime.sessions import ort_session
 
 from .data import engine_feeds, split_observations
 from .errors import CalibrationError
 from .fp16 import convert_fp16
 from .graph import gelu_to_tanh, hidden_widths, state_precision_violations
 from .int8 import quantize_int8
-from .parity import compare_outputs, measure_latency, render_markdown, session
+from .parity import compare_outputs, measure_latency, render_markdown
 
 PRECISIONS = ("fp16", "int8")
 PARITY_JSON = "parity.json"
@@ -55,6 +56,9 @@ def _check_arguments(engine_dir: Path, out: Path, precision: str, overwrite: boo
         raise CalibrationError(
             f"{engine_dir} is already a {manifest.precision} engine; calibrate the FP32 engine it came from"
         )
+    if prune_spec(manifest) is not None and not manifest.has_survivor_index:
+        raise CalibrationError(f"{engine_dir} is a pruned engine of format {manifest.format_version}, without the "
+                               "survivor_index output the parity report pairs survivors by; re-export it")
     if out.resolve() == engine_dir.resolve():
         raise CalibrationError("the output directory must differ from the FP32 engine directory")
     return manifest
@@ -210,8 +214,8 @@ def calibrate_engine(
                 load_manifest(tmp)  # the runtime's own check of what was just written
             except EngineError as exc:
                 raise CalibrationError(f"calibrated engine failed the runtime's manifest check: {exc}") from None
-            reference = session(engine_dir / manifest.engine_file)
-            candidate = session(engine_path)
+            reference = ort_session(engine_dir / manifest.engine_file)
+            candidate = ort_session(engine_path)
             parity_feeds = engine_feeds(split.parity, manifest.kind, manifest.act_dim, manifest.default_num_candidates,
                                         manifest.default_num_rtg if manifest.kind == "evor" else 1, seed + 1)
             parity = compare_outputs(reference, candidate, parity_feeds, manifest, progress=progress)

@@ -12,7 +12,7 @@ draws (the remainder going to evenly spaced trajectories), each trajectory is cu
 segments and one random step is drawn per segment. Never "the first N rows" (one trajectory's start).
 
 The noise fed with each observation is drawn like the runtime draws it
-(`evor_edge.runtime.policy.draw_engine_noise`: batch 1, action noise then reward-to-go noise, float32
+(`evor_edge.runtime.noise.draw_engine_noise`: batch 1, action noise then reward-to-go noise, float32
 N(0, 1)) from a seeded ``numpy`` Generator.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from evor_edge.runtime.policy import draw_engine_noise
+from evor_edge.runtime.noise import draw_engine_noise
 
 from .errors import CalibrationError
 

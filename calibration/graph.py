@@ -12,8 +12,9 @@ reduced precision; everything that accumulates or rescales stays float32:
   hidden widths of the training config, a layer is "hidden" (width -> width: the big matmuls), "head"
   (width -> velocity / value) or "input" (the first layer's obs / action / time columns, which read the
   float32 state and observation directly and are tiny).
-* Network bodies: nodes inside the exporter's ``_Tail`` modules (TorchScript scope names ``/actor_tail*``,
-  ``/critic_tail*``, ``/tails.K*``): GELU, LayerNorm and the layers after the first (`network_body_nodes`).
+* Network bodies: GELU, LayerNorm and the layers after each network's first one, with the network and the
+  evaluation (Euler step) they belong to, as the exporter recorded them in the ONNX file
+  (`evor_edge.export.membership`, `network_membership`); never guessed from node names.
 
 The unrolled steps reuse one weight initializer per layer, so "the same layer at another Euler step" is
 "a dense node with the same weight name" (`layer_groups`), which is what shared activation scales use.
@@ -21,7 +22,6 @@ The unrolled steps reuse one weight initializer per layer, so "the same layer at
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,10 +30,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from evor_edge.export.membership import network_nodes, read_network_nodes, write_network_nodes
+
 from .errors import CalibrationError
 
-_BODY_SCOPE = re.compile(r"^/(actor_tail|critic_tail|tails\.\d+)(_\d+)?/")
-_NETWORK_OF_SCOPE = {"actor_tail": "actor", "critic_tail": "critic"}
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -71,19 +71,23 @@ def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in model.graph.initializer}
 
 
-def body_scope(node_name: str) -> tuple[str, int] | None:
-    """("actor" | "critic" | "q0"..., Euler step) for a node inside a network body, else None."""
-    match = _BODY_SCOPE.match(node_name)
-    if not match:
-        return None
-    base, suffix = match.group(1), match.group(2)
-    network = _NETWORK_OF_SCOPE.get(base, base.replace("tails.", "q"))
-    return network, int(suffix[1:]) if suffix else 0
+def network_membership(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
+    """Node name -> ("actor" | "critic" | "q0"..., evaluation) for every node inside a network body, as the
+    exporter recorded it (`evor_edge.export.membership`); CalibrationError when the engine has no record."""
+    try:
+        membership = read_network_nodes(model)
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
+    if membership is None:
+        raise CalibrationError("the engine records no network membership of its nodes (exported by an older "
+                               "version): re-export it with this version")
+    return membership
 
 
 def network_body_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes inside the MLP bodies (after each network's first layer)."""
-    return [node.name for node in model.graph.node if body_scope(node.name) is not None]
+    """Names of the nodes inside the MLP bodies (after each network's first layer), in graph order."""
+    membership = network_membership(model)
+    return [node.name for node in model.graph.node if node.name in membership]
 
 
 def euler_updates(model: onnx.ModelProto, kind: str) -> dict[str, list[str]]:
@@ -155,6 +159,7 @@ def _weight_fans(node: onnx.NodeProto, dims: Sequence[int]) -> tuple[int, int]:
 def dense_layers(model: onnx.ModelProto, widths: set[int]) -> list[DenseLayer]:
     """Every Gemm / MatMul with a constant 2-D weight, classified by role (see module docstring)."""
     inits = initializers(model)
+    membership = network_membership(model)
     layers: list[DenseLayer] = []
     for node in model.graph.node:
         if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
@@ -168,7 +173,7 @@ def dense_layers(model: onnx.ModelProto, widths: set[int]) -> list[DenseLayer]:
         role = "input"
         if k in widths:
             role = "hidden" if n in widths else "head"
-        scope = body_scope(node.name)
+        scope = membership.get(node.name)
         if role != "input" and scope is None:
             role = "input"  # a dense layer outside a network body is not part of an MLP tail
         network, step = scope if scope else ("", -1)
@@ -241,7 +246,8 @@ def gelu_to_tanh(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     one vectorised FastGelu kernel instead of BiasGelu / Gelu (measured at the paper config, INT8, 1 thread,
     calm machine: GELU 32 -> 29 ms, tick 117.7 -> 114.0 ms through EvorPolicy). TensorRT parses every op used
     (Pow, Tanh).
-    New nodes keep the scope prefix of the Erf node they replace, so `body_scope` still places them.
+    New nodes join the network body and evaluation of the Erf node they replace in the engine's membership
+    record (`network_membership`), which is rewritten to match.
     Returns (model, number of GELUs rewritten). Anything that does not match the pattern exactly is left alone.
     """
     graph = model.graph
@@ -295,6 +301,8 @@ def gelu_to_tanh(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         drop.update({erf.name, add.name, mul_x.name, mul_half.name})
     if not replace:
         return model, 0
+    _replace_in_record(model, {first: [n.name for n in new] for first, new in replace.items()},
+                       drop | set(replace))
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if node.name in replace:
@@ -309,6 +317,17 @@ def gelu_to_tanh(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                                                              f"evor_gelu_tanh_{key}"))
     _drop_unused_initializers(model)
     return model, len(replace)
+
+
+def _replace_in_record(model: onnx.ModelProto, added: dict[str, list[str]], removed: set[str]) -> None:
+    """Keep the membership record current through a rewrite: `added[old]` takes old's place, `removed` go."""
+    networks = network_nodes(model)
+    if networks is None:
+        return
+    for calls in networks.values():
+        for i, names in enumerate(calls):
+            calls[i] = [new for name in names for new in added.get(name, [name] if name not in removed else [])]
+    write_network_nodes(model, networks)
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

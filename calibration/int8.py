@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 from onnxruntime.quantization.calibrate import (
     CalibraterBase,
@@ -56,6 +55,8 @@ from onnxruntime.quantization.calibrate import (
     save_tensors_data,
 )
 from tqdm import tqdm
+
+from evor_edge.runtime.sessions import ort_session
 
 from .data import EngineCalibrationReader
 from .errors import CalibrationError
@@ -150,12 +151,7 @@ def _make_calibrator(model_path: Path, augmented: Path, method: CalibrationMetho
 
     calibrator.select_tensors_to_calibrate = only_targets  # type: ignore[method-assign]
     calibrator.augment_graph()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    calibrator.infer_session = ort.InferenceSession(str(augmented), sess_options=opts,
-                                                    providers=["CPUExecutionProvider"])
+    calibrator.infer_session = ort_session(augmented, threads=1, optimize=False)  # observe tensors as written
     return calibrator
 
 

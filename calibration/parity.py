@@ -17,11 +17,11 @@ N_pi / N):
 * action error: of the selected action, and over all candidates (the actor's own error).
 
 Pruned engines (``export --prune K1:N1``) output their K1 survivors in screen order, which quantisation
-can reorder or change. Candidates are then identified by their action: each reduced-precision survivor is
-matched to the FP32 survivor nearest in max-abs action distance when that distance is below
-`MATCH_TOLERANCE` (candidates from different noise are ~0.1-1 apart, the actor's INT8 error ~1e-3);
-agreement means the chosen survivor matches the FP32 choice, Q* / action errors are over matched pairs,
-and a choice that matches no FP32 survivor counts as a disagreement (`chosen_outside_reference`).
+can reorder or change. Both engines say which N_pi candidate each survivor is (``survivor_index``), so a
+reduced-precision survivor is paired with the FP32 survivor of the same candidate (`survivor_rows`; never
+guessed from actions, which clipping can make identical); agreement means the chosen survivor is the FP32
+choice's candidate, Q* / action errors are over paired survivors, and a choice the FP32 screen dropped
+counts as a disagreement (`chosen_outside_reference`).
 
 Latency is the per-tick wall time of `EvorPolicy.act` (engine + selection), the runtime's own path.
 """
@@ -35,48 +35,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tqdm import tqdm
 
 from evor_edge.runtime import EvorPolicy
-from evor_edge.runtime.manifest import Manifest, prune_spec
+from evor_edge.runtime.manifest import SURVIVOR_INDEX, Manifest, prune_spec
 from evor_edge.runtime.selection import q_star
+from evor_edge.runtime.timing import summarize
 
 
 def stats(values: np.ndarray | Sequence[float]) -> dict[str, float]:
-    """median / p95 / max / mean of a flat array (NaN-free)."""
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    if arr.size == 0:
-        return {"median": float("nan"), "p95": float("nan"), "max": float("nan"), "mean": float("nan")}
-    return {"median": float(np.median(arr)), "p95": float(np.percentile(arr, 95)), "max": float(np.max(arr)),
-            "mean": float(np.mean(arr))}
+    """median / p95 / max / mean of a flat array (NaN for an empty one)."""
+    summary = summarize(values, {"median": 50, "p95": 95, "max": "max", "mean": "mean"})
+    return {k: float("nan") if v is None else v for k, v in summary.items()}
 
 
-def session(path: str | os.PathLike[str], threads: int = 1) -> ort.InferenceSession:
-    """A CPU session configured like the runtime's (ORT_ENABLE_ALL, sequential, `threads` intra-op)."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-MATCH_TOLERANCE = 0.05
-
-
-def match_candidates(reference_actions: np.ndarray, candidate_actions: np.ndarray,
-                     tolerance: float = MATCH_TOLERANCE) -> np.ndarray:
-    """For each candidate row [K, act_dim], the index of the nearest reference row (max-abs distance), or -1
-    when none is within `tolerance`."""
-    dist = np.max(np.abs(candidate_actions[:, None, :] - reference_actions[None, :, :]), axis=-1)
-    nearest = np.argmin(dist, axis=1)
-    return np.where(dist[np.arange(len(nearest)), nearest] <= tolerance, nearest, -1)
+def survivor_rows(reference_index: np.ndarray, candidate_index: np.ndarray) -> np.ndarray:
+    """For each survivor of the candidate engine (its ``survivor_index`` row [K1]), the reference engine's
+    survivor row holding the same N_pi candidate, or -1 when the reference screen dropped it."""
+    position = {int(c): r for r, c in enumerate(np.asarray(reference_index).ravel())}
+    return np.array([position.get(int(c), -1) for c in np.asarray(candidate_index).ravel()], dtype=np.int64)
 
 
 def compare_outputs(
-    reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: list[dict[str, np.ndarray]],
+    reference: Any, candidate: Any, feeds: list[dict[str, np.ndarray]],
     manifest: Manifest, tau_r: float | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Run both engines on `feeds` and return the parity metrics (see the module docstring)."""
@@ -96,9 +77,11 @@ def compare_outputs(
     nonfinite = 0
     outside = 0
     pruned = prune_spec(manifest) is not None
+    if pruned and SURVIVOR_INDEX not in names:
+        raise ValueError("a pruned engine of format 1 has no survivor_index output: re-export it")
     for feed in tqdm(feeds, desc="parity", unit="obs", disable=not progress, leave=False):
-        ref_actions, ref_values = reference.run(names, feed)
-        lp_actions, lp_values = candidate.run(names, feed)
+        ref_actions, ref_values, *ref_index = reference.run(names, feed)
+        lp_actions, lp_values, *lp_index = candidate.run(names, feed)
         if not (np.isfinite(lp_actions).all() and np.isfinite(lp_values).all()):
             nonfinite += 1
         if manifest.kind == "evor":
@@ -110,8 +93,8 @@ def compare_outputs(
         i_ref, i_lp = int(np.argmax(q_ref)), int(np.argmax(q_lp))
         # the executed actions' difference, whatever candidate each engine chose
         sel_action.append(float(np.max(np.abs(lp_actions[0, i_lp] - ref_actions[0, i_ref]))))
-        if pruned:  # survivors in screen order: identify candidates by their actions
-            order = match_candidates(ref_actions[0], lp_actions[0])
+        if pruned:  # survivors in screen order: identify candidates by the engines' survivor_index
+            order = survivor_rows(ref_index[0][0], lp_index[0][0])
             lp_rows = np.flatnonzero(order >= 0)
             ref_rows = order[lp_rows]
             chosen_ref = int(order[i_lp])
@@ -157,7 +140,7 @@ def compare_outputs(
         "candidate_action_abs_error": stats(cand_action),
         "value_output_abs_error": stats(np.concatenate(value_abs)),
         "nonfinite_outputs": nonfinite,
-        **({"pruned": {"match": f"survivors matched by action (max-abs distance <= {MATCH_TOLERANCE})",
+        **({"pruned": {"match": "survivors matched by the engines' survivor_index (their N_pi candidate)",
                        "chosen_outside_reference": outside}} if pruned else {}),
     }
 
@@ -214,10 +197,8 @@ def measure_latency(
         bar.close()
         entry: dict[str, Any] = {}
         for name, policy in policies.items():
-            t = np.asarray(times[name])
-            entry[name] = {"tick_ms_median": round(float(np.median(t)), 3),
-                           "tick_ms_p10": round(float(np.percentile(t, 10)), 3),
-                           "tick_ms_p90": round(float(np.percentile(t, 90)), 3),
+            ticks = summarize(times[name], {"tick_ms_median": 50, "tick_ms_p10": 10, "tick_ms_p90": 90})
+            entry[name] = {**{k: round(v, 3) for k, v in ticks.items()},
                            "engine_ms_median": round(float(np.median(engine_times[name])), 3),
                            "num_candidates": policy.num_candidates,
                            "num_rtg": policy.num_rtg if policy.kind == "evor" else None}

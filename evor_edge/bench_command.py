@@ -14,17 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from evor_edge.runtime import EvorPolicy
-from evor_edge.runtime.bench import (
-    FRONTIER_FILE,
-    load_dataset_observations,
-    load_frontier,
-    observations_from_manifest,
-    plot_histogram,
-    run_bench,
-)
-from evor_edge.runtime.bench import (
-    fit as fit_budget,
-)
+from evor_edge.runtime.bench import load_dataset_observations, observations_from_manifest, run_bench
+from evor_edge.runtime.fit import apply_point
+from evor_edge.runtime.fit import fit as fit_budget
+from evor_edge.runtime.frontier import FRONTIER_FILE, load_frontier, point_engine_dir
 
 
 def bench_engine(
@@ -61,24 +54,18 @@ def bench_engine(
             what = "frontier configuration" if frontier is not None else "(N_pi, N) on the grid"
             raise ValueError(f"no {what} meets the {1e3 / hz:.1f} ms deadline on this machine")
         if frontier is not None:
-            engine = chosen.get("engine") or "."
-            target = Path(engine) if Path(engine).is_absolute() else Path(frontier["_dir"]) / engine
+            target = point_engine_dir(frontier, chosen)
             if target.resolve() != Path(engine_dir).resolve():
                 policy.close()
                 policy = EvorPolicy.load(target, backend=backend, seed=seed, intra_op_threads=threads)
                 engine_dir = str(target)
-            policy.set_rtg_top_k(None)
-            policy.set_num_candidates(chosen["num_candidates"])
-            if policy.kind == "evor":
-                policy.set_num_rtg(chosen.get("num_rtg") or policy.num_rtg)
-                policy.set_rtg_top_k(chosen.get("rtg_top_k"))
-                policy.set_common_rtg_noise(bool(chosen.get("common_rtg_noise")))
-        else:
-            policy.set_num_candidates(chosen["num_candidates"])
-            if chosen["num_rtg"]:
-                policy.set_num_rtg(chosen["num_rtg"])
+            apply_point(policy, chosen)
+        else:  # the grid searched N_pi / N only: the other settings stay as given
+            policy.configure(num_candidates=chosen["num_candidates"], num_rtg=chosen["num_rtg"] or None)
     report = run_bench(policy, hz, ticks, observations, batch=batch, keep_latencies=bool(plot_path))
     if plot_path:
+        from evor_edge.plots import plot_histogram
+
         plot_histogram(report.pop("latencies_ms"), 1e3 / hz, plot_path,
                        title=f"{engine_dir}: N_pi={report['num_candidates']} N={report['num_rtg']} at {hz:g} Hz")
         report["plot"] = plot_path

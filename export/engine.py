@@ -25,6 +25,7 @@ from evor_edge.agents import BaseAgent
 from evor_edge.checkpoint import CheckpointError, load_checkpoint
 from evor_edge.io import atomic_write_bytes, sha256_file, staged_dir
 from evor_edge.runtime.manifest import ENGINE_FILE, MANIFEST_FILE, Manifest
+from evor_edge.runtime.sessions import ort_session
 
 from .errors import EngineValidationError, ExportError
 from .flops import engine_flops
@@ -32,11 +33,14 @@ from .graph import (
     CRITIC_SOLVERS,
     DYNAMIC_AXES_NAMES,
     INPUTS,
-    OUTPUTS,
+    SURVIVOR_INDEX,
     agent_kind,
+    body_scopes,
     build_engine_module,
     example_inputs,
+    output_names,
 )
+from .membership import nodes_by_scope, write_network_nodes
 from .polygraphy_files import write_parity_files
 from .trt import BUILD_SCRIPT, build_script, default_profile, recipe
 from .trt_check import run_check_hook
@@ -56,6 +60,8 @@ def _dynamic_axes(kind: str, pruned: bool = False) -> dict[str, dict[int, str]]:
     if kind == "evor":
         axes["rtg_noise"] = {0: batch, 1: cand, 2: rtg}
         axes["returns"] = {**out_axes, 2: rtg}
+        if pruned:
+            axes[SURVIVOR_INDEX] = {0: batch}
     else:
         axes["q"] = {0: batch, 1: cand}
     return axes
@@ -143,13 +149,15 @@ def write_onnx(module: torch.nn.Module, path: Path, kind: str, obs_dim: int, act
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
         torch.onnx.export(
             module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-            input_names=list(INPUTS[kind]), output_names=list(OUTPUTS[kind]),
+            input_names=list(INPUTS[kind]), output_names=output_names(kind, pruned),
             dynamic_axes=_dynamic_axes(kind, pruned), export_params=True,
         )
     model = finalize_graph(onnx.load(str(path)))
+    write_network_nodes(model, nodes_by_scope(model, body_scopes(module)))  # the contract calibration reads
     if pruned:  # the gathered outputs' dims come out as tracer names; declare the contract's
         batch, _, rtg = DYNAMIC_AXES_NAMES
-        want = {"actions": (batch, int(module.prune[0]), int(act_dim)), "returns": (batch, int(module.prune[0]), rtg)}
+        keep = int(module.prune[0])
+        want = {"actions": (batch, keep, int(act_dim)), "returns": (batch, keep, rtg), SURVIVOR_INDEX: (batch, keep)}
         for value in model.graph.output:
             for dim, size in zip(value.type.tensor_type.shape.dim, want[value.name], strict=True):
                 dim.Clear()
@@ -170,8 +178,6 @@ def self_check(module: torch.nn.Module, path: Path, kind: str, obs: torch.Tensor
     Returns the max abs error per output and raises ExportError when the scaled error exceeds
     SELF_CHECK_TOLERANCE. Shapes differ from the trace's, so this also exercises the dynamic axes.
     """
-    import onnxruntime as ort
-
     batch, n_pi, n = _shapes_for(module, *shapes)
     gen = torch.Generator().manual_seed(seed)
     obs_b = obs[torch.randint(0, obs.shape[0], (batch,), generator=gen)]
@@ -180,13 +186,11 @@ def self_check(module: torch.nn.Module, path: Path, kind: str, obs: torch.Tensor
         inputs.append(torch.randn((batch, n_pi, n), generator=gen))
     with torch.no_grad():
         expected = module(*inputs)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    got = session.run(list(OUTPUTS[kind]), {k: v.numpy() for k, v in zip(INPUTS[kind], inputs, strict=True)})
+    session = ort_session(path, threads=1)
+    names = output_names(kind, getattr(module, "prune", None) is not None)
+    got = session.run(names, {k: v.numpy() for k, v in zip(INPUTS[kind], inputs, strict=True)})
     report: dict[str, float] = {}
-    for name, want, have in zip(OUTPUTS[kind], expected, got, strict=True):
+    for name, want, have in zip(names, expected, got, strict=True):
         want_np = want.numpy()
         if have.shape != want_np.shape:
             raise ExportError(f"engine output {name!r} has shape {have.shape}, expected {want_np.shape}")
@@ -383,8 +387,10 @@ def export_engine(
                     "screen_tau_r": float(module.prune_tau_r),
                     "outputs": "actions [B, survivors, act_dim] and returns [B, survivors, N] of the top "
                                "`survivors` candidates by logsumexp(returns[..., :screen_rtg] / screen_tau_r), "
-                               "in descending screen score; inputs unchanged; needs N_pi >= survivors and "
-                               "N >= screen_rtg",
+                               "in descending screen score, and survivor_index [B, survivors] (int64, their "
+                               "indices among the N_pi candidates); inputs unchanged; needs N_pi >= survivors "
+                               "and N >= screen_rtg; the runtime warns when run at a tau_R other than "
+                               "screen_tau_r",
                 }
             manifest = build_manifest(agent, kind, steps, sha256_file(engine_path), loaded.meta, source, extra,
                                       critic_steps=k_steps if kind == "evor" else None,

@@ -37,8 +37,10 @@ Export-time variants of the reward-to-go flow (defaults = the paper's computatio
 * prune (K1, N1): score every candidate on the first N1 columns of rtg_noise, keep the K1 best with TopK
   (score = logsumexp(returns / tau_screen), the Q* ranking at the export's tau_R), gather their actions,
   hoisted critic biases and rtg_noise rows (GatherElements) and integrate all N columns for the survivors.
-  Pruned engines output actions [B, K1, act_dim] and returns [B, K1, N] (survivors in descending screen
-  score); the manifest's extra["prune"] says so and the runtime selects among the survivors. With the
+  Pruned engines output actions [B, K1, act_dim], returns [B, K1, N] (survivors in descending screen
+  score) and survivor_index [B, K1] (int64, each survivor's index among the N_pi candidates: the runtime,
+  calibration parity and benchmarks trace survivors back through it); the manifest's extra["prune"] says
+  so and the runtime selects among the survivors. With the
   same rtg_noise, a survivor's returns are exactly what the full engine computes for that candidate, so
   the pruned engine picks the full engine's choice whenever that candidate survives the screen.
 """
@@ -53,11 +55,17 @@ from torch import nn
 
 from evor_edge.agents import BaseAgent, EvorAgent, QCAgent
 from evor_edge.networks import MLP
+from evor_edge.runtime.manifest import SURVIVOR_INDEX  # a pruned engine's third output: [B, K1] int64
 
 INPUTS = {"evor": ("obs", "action_noise", "rtg_noise"), "qc": ("obs", "action_noise")}
 CRITIC_SOLVERS = ("euler", "heun", "midpoint")
 EVALS_PER_STEP = {"euler": 1, "heun": 2, "midpoint": 2}
 OUTPUTS = {"evor": ("actions", "returns"), "qc": ("actions", "q")}
+
+
+def output_names(kind: str, pruned: bool = False) -> list[str]:
+    """The engine's outputs, in order: a pruned EVOR engine adds survivor_index."""
+    return [*OUTPUTS[kind], *((SURVIVOR_INDEX,) if pruned else ())]
 DYNAMIC_AXES_NAMES = ("batch", "num_candidates", "num_rtg")
 
 
@@ -80,8 +88,9 @@ class _Tail(nn.Module):
     Weights are stored pre-transposed ([in, out]) so every layer exports as MatMul + Add on 2-D weights.
     """
 
-    def __init__(self, mlp: MLP):
+    def __init__(self, mlp: MLP, network: str):
         super().__init__()
+        self.network = network  # the name export records for this body's nodes (`export.membership`)
         layers = list(mlp.net)
         self.layer_norm = bool(mlp.layer_norm)
         self.weights = nn.ParameterList()
@@ -202,7 +211,7 @@ class _ObsAndBounds(nn.Module):
         _buffer(self, "actor_b", actor.first.bias.detach())
         for m, t in enumerate(self.times):
             _buffer(self, f"actor_t{m}", w_t[0] * t)  # W_t * t_m: one constant per unrolled step
-        self.actor_tail = _Tail(actor)
+        self.actor_tail = _Tail(actor, "actor")
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -254,7 +263,7 @@ class EvorEngine(_ObsAndBounds):
             if self.critic_solver != "euler" and t != 0.0 and t not in self._critic_time_buffer:
                 _buffer(self, f"critic_s{j}", w_t[0] * t)
                 self._critic_time_buffer[t] = f"critic_s{j}"
-        self.critic_tail = _Tail(critic)
+        self.critic_tail = _Tail(critic, "critic")
         self.prune: tuple[int, int] | None = None
         if prune is not None:
             keep, screen = (int(prune[0]), int(prune[1]))
@@ -288,8 +297,11 @@ class EvorEngine(_ObsAndBounds):
         return self.denormalize_returns(self.integrate_returns(self.candidate_bias(obs_n, actions), rtg_noise))
 
     def pruned(self, obs_n: torch.Tensor, actions: torch.Tensor,
-               rtg_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Screen N_pi candidates on rtg_noise[..., :N1], refine the top K1 with all N columns."""
+               rtg_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Screen N_pi candidates on rtg_noise[..., :N1], refine the top K1 with all N columns.
+
+        Returns (actions [B, K1, act], returns [B, K1, N], survivor_index [B, K1] int64: each survivor's
+        index among the N_pi candidates, in descending screen score)."""
         assert self.prune is not None
         keep, screen = self.prune
         g = self.candidate_bias(obs_n, actions)  # [B, N_pi, 1, H]
@@ -303,11 +315,11 @@ class EvorEngine(_ObsAndBounds):
         chosen = torch.gather(actions, 1, idx3.expand(-1, -1, actions.shape[-1]))  # [B, K1, act]
         g_kept = torch.gather(g, 1, idx3.unsqueeze(-1).expand(-1, -1, 1, g.shape[-1]))  # [B, K1, 1, H]
         noise_kept = torch.gather(rtg_noise, 1, idx3.expand(-1, -1, rtg_noise.shape[-1]))  # [B, K1, N]
-        return chosen, self.denormalize_returns(self.integrate_returns(g_kept, noise_kept))
+        return chosen, self.denormalize_returns(self.integrate_returns(g_kept, noise_kept)), idx
 
     def forward(
         self, obs: torch.Tensor, action_noise: torch.Tensor, rtg_noise: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         obs_n = self.normalize(obs)
         actions = self.sample_actions(obs_n, action_noise)
         if self.prune is not None:
@@ -332,7 +344,7 @@ class QCEngine(_ObsAndBounds):
             _buffer(self, f"q{k}_w_obs", w_obs)
             _buffer(self, f"q{k}_w_act", w_act)
             _buffer(self, f"q{k}_b", head.first.bias.detach())
-            self.tails.append(_Tail(head))
+            self.tails.append(_Tail(head, f"q{k}"))
 
     def q_values(self, obs_n: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         q: torch.Tensor | None = None
@@ -354,6 +366,11 @@ class QCEngine(_ObsAndBounds):
         obs_n = self.normalize(obs)
         actions = self.sample_actions(obs_n, action_noise)
         return actions, self.q_values(obs_n, actions)
+
+
+def body_scopes(module: nn.Module) -> dict[str, str]:
+    """Module path -> network name of every MLP body in an engine module (what export records)."""
+    return {path: sub.network for path, sub in module.named_modules() if isinstance(sub, _Tail)}
 
 
 def build_engine_module(

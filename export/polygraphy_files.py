@@ -34,14 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from evor_edge.io import atomic_write_bytes
 from evor_edge.runtime.manifest import (
     MANIFEST_FILE,
     PLAN_FILE,
     Manifest,
-    atomic_write_bytes,
     load_manifest,
     manifest_profile,
 )
+from evor_edge.runtime.sessions import ort_session
 
 __all__ = ["INPUTS_FILE", "OUTPUTS_FILE", "POLYGRAPHY_DIR", "decode_array", "encode_array", "write_parity_files"]
 
@@ -82,12 +83,7 @@ def _feeds(manifest: Manifest, seed: int) -> list[dict[str, np.ndarray]]:
 
 
 def _run(engine_path: Path, manifest: Manifest, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(engine_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    session = ort_session(engine_path, threads=1)
     names = manifest.output_names
     return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
 

@@ -33,12 +33,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from evor_edge.io import atomic_write_bytes
 from evor_edge.runtime.manifest import (
     MANIFEST_FILE,
+    SURVIVOR_INDEX,
     EngineError,
     Manifest,
     ShapeProfile,
-    atomic_write_bytes,
     check_profile,
     load_manifest,
     manifest_profile,
@@ -184,7 +185,9 @@ def _network_io(trt: Any, network: Any) -> tuple[dict[str, list[int]], dict[str,
     outputs = {network.get_output(i).name: list(network.get_output(i).shape) for i in range(network.num_outputs)}
     tensors = [network.get_input(i) for i in range(network.num_inputs)]
     tensors += [network.get_output(i) for i in range(network.num_outputs)]
-    not_fp32 = [t.name for t in tensors if t.dtype != trt.float32]
+    index_types = {getattr(trt, n) for n in ("int32", "int64") if hasattr(trt, n)}  # TopK indices: either
+    not_fp32 = [t.name for t in tensors if t.dtype != trt.float32
+                and not (t.name == SURVIVOR_INDEX and t.dtype in index_types)]
     return inputs, outputs, not_fp32
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
+from evor_edge.runtime.manifest import SURVIVOR_INDEX
+
 from .errors import EngineValidationError
 
 MAX_OPSET = 17
@@ -65,6 +67,7 @@ _CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
 
 # Symbolic dims: (name, dims) with ints = fixed size taken from the manifest, strings = dynamic axes.
 _BATCH, _CAND, _RTG = "batch", "num_candidates", "num_rtg"
+INT64_OUTPUTS = frozenset({SURVIVOR_INDEX})  # every other engine tensor is float32
 
 
 def contract_io(kind: str, obs_dim: int, act_dim: int,
@@ -72,7 +75,8 @@ def contract_io(kind: str, obs_dim: int, act_dim: int,
     """The engine contract's inputs and outputs: name -> dims (str = dynamic axis name, int = fixed).
 
     survivors = K1 for a pruned EVOR engine (export --prune K1:N1): same inputs, outputs
-    actions [batch, K1, act_dim] and returns [batch, K1, num_rtg] (the survivors of the screen).
+    actions [batch, K1, act_dim], returns [batch, K1, num_rtg] (the survivors of the screen) and
+    survivor_index [batch, K1] (INT64, `INT64_OUTPUTS`; every other tensor is FLOAT).
     """
     if kind not in ("evor", "qc"):
         raise EngineValidationError(f"unknown engine kind {kind!r}")
@@ -84,6 +88,8 @@ def contract_io(kind: str, obs_dim: int, act_dim: int,
     if kind == "evor":
         inputs["rtg_noise"] = (_BATCH, _CAND, _RTG)
         outputs["returns"] = (_BATCH, out_cand, _RTG)
+        if survivors is not None:
+            outputs[SURVIVOR_INDEX] = (_BATCH, out_cand)
     else:
         outputs["q"] = (_BATCH, _CAND)
     return inputs, outputs
@@ -120,9 +126,11 @@ def _check_io(values: Any, expected: dict[str, tuple], what: str) -> None:
     if names != list(expected):
         raise EngineValidationError(f"engine {what} are {names}, the contract wants {list(expected)}")
     for value in values:
-        if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+        want_type = TensorProto.INT64 if value.name in INT64_OUTPUTS else TensorProto.FLOAT
+        if value.type.tensor_type.elem_type != want_type:
             dtype = TensorProto.DataType.Name(value.type.tensor_type.elem_type)
-            raise EngineValidationError(f"engine {what[:-1]} {value.name!r} is {dtype}, the contract wants FLOAT")
+            raise EngineValidationError(f"engine {what[:-1]} {value.name!r} is {dtype}, the contract wants "
+                                        f"{TensorProto.DataType.Name(want_type)}")
         dims = _dims(value)
         want = expected[value.name]
         if len(dims) != len(want):

@@ -9,17 +9,12 @@
 Nothing under this package may import torch, onnx or ogbench (a test enforces it).
 """
 
-from .backends import OnnxRuntimeBackend, TensorRTBackend, make_backend
+from .backends import OnnxRuntimeBackend, make_backend
 from .manifest import EngineError, Manifest, load_manifest
-from .policy import (
-    EngineOutputError,
-    EvorPolicy,
-    InvalidObservationError,
-    TickInfo,
-    draw_engine_noise,
-    select_from_outputs,
-)
-from .selection import q_star, select
+from .noise import draw_engine_noise
+from .policy import EngineOutputError, EvorPolicy, InvalidObservationError, TickInfo
+from .selection import SelectionResult, q_star, select, select_from_outputs
+from .tensorrt import TensorRTBackend
 
 __all__ = [
     "EngineError",
@@ -28,6 +23,7 @@ __all__ = [
     "InvalidObservationError",
     "Manifest",
     "OnnxRuntimeBackend",
+    "SelectionResult",
     "TensorRTBackend",
     "TickInfo",
     "draw_engine_noise",

@@ -16,7 +16,9 @@ from evor_edge.io import atomic_write_bytes, sha256_file
 
 __all__ = [
     "ENGINE_FILE",
+    "FORMAT_VERSION",
     "MANIFEST_FILE",
+    "SURVIVOR_INDEX",
     "EngineError",
     "Manifest",
     "ShapeProfile",
@@ -31,7 +33,12 @@ __all__ = [
 ]
 
 FORMAT_NAME = "evor-edge-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Version history: 1 = the first engines; 2 = a pruned engine (export --prune) also outputs survivor_index
+# [B, K1] int64, each survivor's index among the N_pi candidates (version-1 pruned engines lack it and
+# still load; their survivors cannot be traced back to candidates).
+SURVIVOR_INDEX = "survivor_index"
 MANIFEST_FILE = "manifest.json"
 ENGINE_FILE = "engine.onnx"
 KINDS = ("evor", "qc")
@@ -49,6 +56,8 @@ class Manifest:
     kind "evor": inputs obs [B, obs_dim], action_noise [B, N_pi, act_dim], rtg_noise [B, N_pi, N];
                  outputs actions [B, N_pi, act_dim], returns [B, N_pi, N].
     kind "qc":   inputs obs, action_noise; outputs actions [B, N_pi, act_dim], q [B, N_pi].
+    A pruned EVOR engine (extra["prune"]) outputs K1 survivors instead of N_pi candidates and, from format
+    version 2 on, survivor_index [B, K1] int64 (every other tensor is float32).
     """
 
     kind: str
@@ -82,7 +91,15 @@ class Manifest:
 
     @property
     def output_names(self) -> list[str]:
-        return ["actions", "returns"] if self.kind == "evor" else ["actions", "q"]
+        if self.kind != "evor":
+            return ["actions", "q"]
+        return ["actions", "returns", SURVIVOR_INDEX] if self.has_survivor_index else ["actions", "returns"]
+
+    @property
+    def has_survivor_index(self) -> bool:
+        """A pruned engine of format version >= 2: its outputs say which candidates survived the screen."""
+        return bool(self.kind == "evor" and self.format_version >= 2 and isinstance(self.extra, dict)
+                    and self.extra.get("prune"))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -91,10 +108,10 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != FORMAT_NAME:
             raise EngineError(f"not an evor-edge manifest (format={data.get('format')!r})")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in READABLE_VERSIONS:
             raise EngineError(
                 f"manifest format_version {data.get('format_version')!r} is not supported "
-                f"(this runtime reads version {FORMAT_VERSION}); re-export the engine"
+                f"(this runtime reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the engine"
             )
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)

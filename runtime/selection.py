@@ -11,6 +11,15 @@ Paper (EVOR, "Expressive Value Learning for Offline RL"):
   ``tau_Q -> 0`` is the argmax (best-of-N) and ``tau_Q -> inf`` is the base policy (uniform
   over its own samples).
 
+Tail evaluation (``rtg_top_k``, see :mod:`evor_edge.runtime.noise`): when only the k largest of N drawn
+samples reach the engine, Q* keeps Eq. 39's 1/N (``q_star(..., num_drawn=N)``): ``Q*_lo = tau_R log((1/N)
+sum_{top k} exp(z / tau_R))``. The reward-to-go flow is a 1-D ODE flow, monotone in its initial value, so
+the N - k dropped samples each lie below the smallest kept one and ``Q*_hi = tau_R log((1/N)(sum_{top k}
+exp(z / tau_R) + (N - k) exp(z_min / tau_R)))`` bounds the full-N value from above. A row whose chosen
+candidate's Q*_lo beats every other candidate's Q*_hi provably picks what the full computation on the same
+draws picks (:func:`certify_tail`; exact up to the discretised flow's monotonicity). Not defined for
+tau_R = inf (the mean needs every sample).
+
 Everything here is torch-free and has ``out=`` variants so a control loop can run it on
 pre-allocated buffers (:class:`SelectionScratch`) without per-tick array allocation.
 """
@@ -18,15 +27,19 @@ pre-allocated buffers (:class:`SelectionScratch`) without per-tick array allocat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
+    "SelectionResult",
     "SelectionScratch",
+    "certify_tail",
     "check_tau_q",
     "check_tau_r",
     "q_star",
     "select",
+    "select_from_outputs",
     "softmax_probs",
 ]
 
@@ -52,6 +65,7 @@ def q_star(
     tau_r: float,
     out: np.ndarray | None = None,
     scratch: SelectionScratch | None = None,
+    num_drawn: int | None = None,
 ) -> np.ndarray:
     """Sample estimate of Q* (Eq. 16/22/38, sample form Eq. 39) over the last axis.
 
@@ -65,6 +79,8 @@ def q_star(
         out: optional float64 array of shape ``returns.shape[:-1]`` for the result.
         scratch: optional :class:`SelectionScratch` whose shape matches ``returns``
             ([B, N_pi, N]); with it (and ``out``) nothing is allocated.
+        num_drawn: tail evaluation: the N drawn when ``returns`` holds only the k largest of them
+            (Q*_lo: the mean keeps the 1/N; module docstring). Needs a finite tau_r when N > k.
 
     Returns:
         ``out`` (float64, shape ``returns.shape[:-1]``).
@@ -73,9 +89,15 @@ def q_star(
     returns = np.asarray(returns)
     if returns.ndim < 1 or returns.shape[-1] < 1:
         raise ValueError(f"returns must have a non-empty last axis, got shape {returns.shape}")
+    kept = returns.shape[-1]
+    num_drawn = kept if num_drawn is None else int(num_drawn)
+    if num_drawn < kept:
+        raise ValueError(f"num_drawn {num_drawn} is below the {kept} samples given")
     if out is None:
         out = np.empty(returns.shape[:-1], dtype=np.float64)
     if math.isinf(tau_r):
+        if num_drawn != kept:
+            raise ValueError("tail evaluation needs a finite tau_r: the mean (tau_r = inf) needs every sample")
         return np.mean(returns, axis=-1, out=out, dtype=np.float64)
     if scratch is not None and scratch.returns.shape == returns.shape:
         work, total = scratch.returns, scratch.probs
@@ -87,7 +109,7 @@ def q_star(
     work *= 1.0 / tau_r
     np.exp(work, out=work)  # in (0, 1]; the max term is exactly 1, so the sum is >= 1
     np.add.reduce(work, axis=-1, out=total)
-    total *= 1.0 / returns.shape[-1]
+    total *= 1.0 / num_drawn  # Eq. 39's 1/N, also over the samples a tail evaluation did not compute
     np.log(total, out=total)
     total *= tau_r
     out += total
@@ -185,3 +207,84 @@ def select(
     np.add.reduce(scratch.below, axis=1, out=out)
     np.minimum(out, n - 1, out=out)  # guards u*total rounding to exactly total
     return out
+
+
+class TailScratch:
+    """Pre-allocated work space for :func:`certify_tail` at one (B, N_pi)."""
+
+    def __init__(self, batch: int, num_candidates: int) -> None:
+        self.q_hi = np.empty((batch, num_candidates), dtype=np.float64)
+        self.tmp = np.empty((batch, num_candidates), dtype=np.float64)
+        self.best = np.empty(batch, dtype=np.float64)
+        self.chosen_q = np.empty(batch, dtype=np.float64)
+        self.row_base = np.arange(batch, dtype=np.int64) * num_candidates
+        self.flat = np.empty(batch, dtype=np.int64)
+
+
+def certify_tail(
+    returns: np.ndarray, q: np.ndarray, chosen: np.ndarray, tau_r: float, num_drawn: int,
+    out: np.ndarray | None = None, scratch: TailScratch | None = None,
+) -> np.ndarray:
+    """Per row: True when the chosen candidate's Q*_lo beats every other candidate's Q*_hi (module docstring).
+
+    Args:
+        returns: the engine's ``[B, N_pi, k]`` reward-to-go samples (the k largest of ``num_drawn``).
+        q: ``[B, N_pi]`` Q*_lo, i.e. ``q_star(returns, tau_r, num_drawn=num_drawn)`` (non-finite: never chosen).
+        chosen: ``[B]`` chosen candidate per row.
+        out / scratch: optional result (bool ``[B]``) and :class:`TailScratch`; with both nothing is allocated.
+    """
+    batch, num_candidates, kept = returns.shape
+    if out is None:
+        out = np.empty(batch, dtype=bool)
+    dropped = int(num_drawn) - kept
+    if dropped <= 0:
+        out.fill(True)  # nothing dropped: the decision is the full one
+        return out
+    if scratch is None or scratch.q_hi.shape != (batch, num_candidates):
+        scratch = TailScratch(batch, num_candidates)
+    q_hi, tmp = scratch.q_hi, scratch.tmp
+    np.minimum.reduce(returns, axis=-1, out=tmp)  # smallest kept sample per candidate
+    tmp *= 1.0 / tau_r
+    tmp += math.log(dropped / num_drawn)
+    np.multiply(q, 1.0 / tau_r, out=q_hi)
+    with np.errstate(invalid="ignore"):
+        np.logaddexp(q_hi, tmp, out=q_hi)
+    q_hi *= tau_r
+    np.add(scratch.row_base, chosen, out=scratch.flat)
+    q_hi.reshape(-1)[scratch.flat] = -math.inf  # the chosen candidate itself does not count
+    np.maximum.reduce(q_hi, axis=1, out=scratch.best)
+    np.take(q.reshape(-1), scratch.flat, out=scratch.chosen_q)
+    return np.greater_equal(scratch.chosen_q, scratch.best, out=out)
+
+
+@dataclass
+class SelectionResult:
+    """Output of :func:`select_from_outputs`."""
+
+    actions: np.ndarray  # [B, act_dim] float32
+    index: np.ndarray  # [B] int64, into the engine's output candidates
+    q_star: np.ndarray  # [B, N_pi] float64
+
+
+def select_from_outputs(
+    actions: np.ndarray,
+    values: np.ndarray,
+    tau_r: float,
+    tau_q: float,
+    rng: np.random.Generator,
+    kind: str = "evor",
+    num_rtg_drawn: int | None = None,
+) -> SelectionResult:
+    """Pure-numpy Algorithm 2 selection from engine outputs (the reference for tests).
+
+    Args:
+        actions: ``[B, N_pi, act_dim]`` candidates (``[B, K1, act_dim]`` survivors of a pruned engine).
+        values: ``returns [B, N_pi, N]`` (kind "evor") or ``q [B, N_pi]`` (kind "qc").
+        tau_r, tau_q: temperatures.
+        rng: the Generator, positioned right after the tick's noise draws.
+        num_rtg_drawn: with rtg_top_k, the N that was drawn (Q* keeps the 1/N of Eq. 39).
+    """
+    actions = np.asarray(actions, dtype=np.float32)
+    q = q_star(values, tau_r, num_drawn=num_rtg_drawn) if kind == "evor" else np.asarray(values, dtype=np.float64)
+    idx = select(q, tau_q, rng)
+    return SelectionResult(actions[np.arange(actions.shape[0]), idx].copy(), idx, q)

@@ -20,7 +20,7 @@ from evor_edge.calibration import (
     stratified_indices,
     trajectory_bounds,
 )
-from evor_edge.calibration.graph import gelu_to_tanh, state_precision_violations
+from evor_edge.calibration.graph import gelu_to_tanh, network_membership, state_precision_violations
 from evor_edge.checkpoint import save_checkpoint
 from evor_edge.cli import main
 from evor_edge.export import export_engine, validate_engine
@@ -142,8 +142,15 @@ def _check_dir(out: Path, precision: str, report: dict) -> onnx.ModelProto:
     assert "--stronglyTyped" in script and manifest.engine_sha256 in script
     parity = json.loads((out / "parity.json").read_text())
     assert set(parity["parity"]) >= PARITY_KEYS
-    assert 0.0 <= parity["parity"]["agreement_pct"] <= 100.0
-    assert parity["parity"]["q_star_abs_error"]["max"] >= parity["parity"]["q_star_abs_error"]["median"] >= 0
+    # bounds that mean something (measured on these tiny nets with 64 held-out observations: INT8 agreement
+    # 98 %, Q* error / candidate spread median 0.01-0.013 and max 0.08-0.10, regret / spread max <= 0.013;
+    # FP16 100 %, 0.001 and 0.004): a broken scale, a wrong layer or a precision leak in the Euler state fails
+    p = parity["parity"]
+    assert p["agreement_pct"] >= 75.0, p["agreement_pct"]
+    assert p["q_star_error_over_candidate_spread"]["median"] <= 0.05, p["q_star_error_over_candidate_spread"]
+    assert p["q_star_error_over_candidate_spread"]["max"] <= 0.3, p["q_star_error_over_candidate_spread"]
+    assert p["regret_over_candidate_spread"]["max"] <= 0.1, p["regret_over_candidate_spread"]
+    assert p["nonfinite_outputs"] == 0
     assert parity["engine_sha256"] == manifest.engine_sha256 == report["engine_sha256"]
     assert "fp32" in parity["latency"]["by_threads"]["1"] and precision in parity["latency"]["by_threads"]["1"]
     assert "Selection agreement" in (out / "parity.md").read_text()
@@ -278,24 +285,72 @@ class _ReversedSurvivors:
         return [out[:, ::-1].copy() for out in self.inner.run(names, feed)]
 
 
-def test_pruned_parity_identifies_candidates_by_action(root, dataset) -> None:
-    from evor_edge.calibration.data import engine_feeds
-    from evor_edge.calibration.parity import compare_outputs, match_candidates, session
+class _OneCorner(_ReversedSurvivors):
+    """...and with every survivor's action clipped to the same corner (identical actions)."""
 
-    ref = np.array([[0.0, 0.0], [0.5, -0.5], [1.0, 1.0]])
-    assert match_candidates(ref, ref[[2, 0]] + 0.01).tolist() == [2, 0]
-    assert match_candidates(ref, np.array([[0.3, 0.3]])).tolist() == [-1]  # nothing within tolerance
+    def run(self, names, feed):
+        actions, *rest = super().run(names, feed)
+        return [np.ones_like(actions), *rest]
+
+
+def test_pruned_parity_pairs_survivors_by_survivor_index(root, dataset) -> None:
+    from evor_edge.calibration.data import engine_feeds
+    from evor_edge.calibration.parity import compare_outputs, survivor_rows
+    from evor_edge.runtime.sessions import ort_session
+
+    assert survivor_rows(np.array([4, 0, 2]), np.array([2, 4, 5])).tolist() == [2, 0, -1]
 
     engine = _engine(root, "evor", 2, prune=(3, 2))
     manifest = load_manifest(engine)
+    assert manifest.output_names == ["actions", "returns", "survivor_index"]
     feeds = engine_feeds(np.load(dataset)["observations"][:8], "evor", ACT_DIM, 6, 5, seed=0)
-    reference = session(engine / "engine.onnx")
+    reference = ort_session(engine / "engine.onnx")
     same = compare_outputs(reference, _ReversedSurvivors(reference), feeds, manifest, progress=False)
     assert same["agreement_pct"] == 100.0 and same["q_star_abs_error"]["max"] == 0.0
     assert same["pruned"]["chosen_outside_reference"] == 0 and same["selected_action_abs_error"]["max"] == 0.0
+    # candidates clipped to the same corner are indistinguishable by action, not by survivor_index
+    corner = compare_outputs(reference, _OneCorner(reference), feeds, manifest, progress=False)
+    assert corner["agreement_pct"] == 100.0 and corner["q_star_abs_error"]["max"] == 0.0
     report = calibrate_engine(engine, dataset, "int8", root / "int8_pruned", **FAST)
-    assert "pruned" in report["parity"] and report["parity"]["nonfinite_outputs"] == 0
+    assert "survivor_index" in report["parity"]["pruned"]["match"] and report["parity"]["nonfinite_outputs"] == 0
     assert state_precision_violations(onnx.load(str(root / "int8_pruned" / "engine.onnx")), "evor") == []
+
+
+def test_calibration_reads_membership_not_scope_names(root, dataset, monkeypatch) -> None:
+    """An engine whose export-side module attributes are renamed still calibrates: calibration reads the
+    membership export recorded in the ONNX file, not the exporter's scope names."""
+    import evor_edge.export.engine as engine_mod
+
+    real = engine_mod.build_engine_module
+
+    def renamed(*args, **kwargs):
+        module = real(*args, **kwargs)
+        for old, new in (("actor_tail", "pi_velocity_body"), ("critic_tail", "rtg_velocity_body")):
+            tail = module._modules.pop(old)
+            module._modules[new] = tail  # the exporter's scope names follow the registered name
+            object.__setattr__(module, old, tail)  # forward() still finds it under the old attribute
+        return module
+
+    monkeypatch.setattr(engine_mod, "build_engine_module", renamed)
+    engine = _engine(root, "evor", 3, critic_steps=EULER_STEPS)
+    monkeypatch.undo()
+    model = onnx.load(str(engine / "engine.onnx"))
+    names = [n.name for n in model.graph.node]
+    assert any(n.startswith("/pi_velocity_body") for n in names) and not any("actor_tail" in n for n in names)
+    membership = network_membership(model)
+    assert {net for net, _ in membership.values()} == {"actor", "critic"}
+    assert {call for net, call in membership.values() if net == "critic"} == set(range(EULER_STEPS))
+    int8 = calibrate_engine(engine, dataset, "int8", root / "int8_renamed", **FAST)
+    assert int8["calibration"]["quantized_layers"] == ["actor.h0", "actor.h1", "critic.h0", "critic.h1"]
+    _check_dir(root / "int8_renamed", "int8", int8)
+    fp16 = calibrate_engine(engine, dataset, "fp16", root / "fp16_renamed", **FAST)
+    assert fp16["calibration"]["fp16_nodes"] > 0
+    _check_dir(root / "fp16_renamed", "fp16", fp16)
+
+    stripped = onnx.load(str(engine / "engine.onnx"))
+    del stripped.metadata_props[:]  # an engine without the record is refused with one line, not mis-calibrated
+    with pytest.raises(CalibrationError, match="re-export"):
+        network_membership(stripped)
 
 
 # ------------------------------------------------------------------------------------------------ FP16
@@ -307,7 +362,8 @@ def test_fp16_engine_dir_keeps_state_and_io_float32(fp16_dir, dataset) -> None:
         assert value.type.tensor_type.elem_type == TensorProto.FLOAT
     fp16_inits = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16]
     assert fp16_inits, "no float16 weights"
-    assert report["parity"]["agreement_pct"] >= 90.0  # fp16 on tiny nets: essentially exact
+    assert report["parity"]["agreement_pct"] == 100.0  # fp16 on tiny nets: essentially exact
+    assert report["parity"]["q_star_error_over_candidate_spread"]["max"] <= 0.02
     policy = EvorPolicy.load(out, backend="onnxruntime", intra_op_threads=1)
     assert policy.act(np.load(dataset)["observations"][0]).shape == (ACT_DIM,)
 

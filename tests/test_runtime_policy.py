@@ -19,8 +19,9 @@ from evor_edge.runtime import (
     draw_engine_noise,
     select_from_outputs,
 )
-from evor_edge.runtime.backends import PLAN_FILE, OnnxRuntimeBackend, make_backend, tensorrt_available
+from evor_edge.runtime.backends import PLAN_FILE, OnnxRuntimeBackend, make_backend
 from evor_edge.runtime.manifest import load_manifest
+from evor_edge.runtime.tensorrt import tensorrt_available
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +316,7 @@ def test_tensorrt_backend(evor_engine, tmp_path: Path) -> None:
         import tensorrt as trt
     except Exception:
         pytest.skip("tensorrt not importable on this machine (unverified path)")
-    from evor_edge.runtime.backends import TensorRTBackend
+    from evor_edge.runtime.tensorrt import TensorRTBackend
 
     d = _copy_engine(evor_engine[0], tmp_path / "e")
     logger = trt.Logger(trt.Logger.WARNING)

@@ -15,7 +15,7 @@ import pytest
 from engine_fixtures import write_engine
 
 from evor_edge.runtime import EngineError, EvorPolicy
-from evor_edge.runtime.backends import TensorRTBackend, make_backend
+from evor_edge.runtime.backends import make_backend
 from evor_edge.runtime.manifest import (
     PLAN_FILE,
     PLAN_RECORD_FILE,
@@ -24,6 +24,7 @@ from evor_edge.runtime.manifest import (
     load_manifest,
     write_plan_record,
 )
+from evor_edge.runtime.tensorrt import TensorRTBackend
 
 VERSION = "10.3.0.26"
 PLAN_BYTES = b"fake serialized plan"

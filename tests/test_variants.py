@@ -17,10 +17,11 @@ from evor_edge.checkpoint import save_checkpoint
 from evor_edge.export import ExportError, engine_flops, export_engine, validate_engine
 from evor_edge.export.graph import integrate_flow, solver_stage_times
 from evor_edge.normalization import ReturnScaler
-from evor_edge.runtime import EvorPolicy
-from evor_edge.runtime.bench import choose_from_frontier, fit, flops_per_tick, load_frontier
+from evor_edge.runtime import EvorPolicy, draw_engine_noise, select_from_outputs
+from evor_edge.runtime.bench import flops_per_tick
+from evor_edge.runtime.fit import fit
+from evor_edge.runtime.frontier import choose_from_frontier, load_frontier
 from evor_edge.runtime.manifest import load_manifest
-from evor_edge.runtime.policy import draw_engine_noise, select_from_outputs
 
 OBS_DIM, ACT_DIM = 3, 2
 M = 4  # actor Euler steps of the test agent (small: fast exports)
@@ -81,7 +82,9 @@ def test_every_variant_passes_validation(built) -> None:
         if survivors is not None:
             assert {"TopK", "GatherElements"} <= set(summary["op_types"])
             assert summary["outputs"] == {"actions": ["batch", survivors, ACT_DIM],
-                                          "returns": ["batch", survivors, "num_rtg"]}
+                                          "returns": ["batch", survivors, "num_rtg"],
+                                          "survivor_index": ["batch", survivors]}
+            assert manifest.format_version == 2 and manifest.output_names[-1] == "survivor_index"
     assert built["reports"]["heun2"]["critic_solver"] == "heun"
     assert load_manifest(Path(built["reports"]["prune"]["engine_dir"])).extra["prune"]["screen_rtg"] == 1
 
@@ -266,6 +269,24 @@ def test_certified_ticks_agree_with_the_full_computation(built) -> None:
 
 
 # --------------------------------------------------------------------------------------- pruning
+def test_runtime_warns_when_tau_r_differs_from_the_screens(built) -> None:
+    import warnings
+
+    pruned_dir = Path(built["reports"]["prune"]["engine_dir"])
+    screen_tau_r = load_manifest(pruned_dir).extra["prune"]["screen_tau_r"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the export-time tau_R: no warning
+        policy = EvorPolicy.load(pruned_dir, backend="onnxruntime", tau_r=screen_tau_r)
+        policy.set_temperatures(tau_q=0.5)
+    assert policy.screen_tau_r == screen_tau_r
+    with pytest.warns(RuntimeWarning, match="screen was exported"):
+        EvorPolicy.load(pruned_dir, backend="onnxruntime", tau_r=screen_tau_r * 3)
+    with pytest.warns(RuntimeWarning, match="screen was exported"):
+        policy.set_temperatures(tau_r=0.1)
+    full = EvorPolicy.load(Path(built["reports"]["full"]["engine_dir"]), backend="onnxruntime")
+    assert full.screen_tau_r is None  # no screen, nothing to warn about
+
+
 def test_pruning_that_keeps_everything_selects_like_the_full_engine(built) -> None:
     full_dir = Path(built["reports"]["full"]["engine_dir"])
     pruned_dir = Path(built["reports"]["prune_all"]["engine_dir"])
@@ -284,18 +305,28 @@ def test_pruned_engine_outputs_survivors_with_the_full_engines_values(built) -> 
     pruned_dir = Path(built["reports"]["prune"]["engine_dir"])  # K1 = 2 of a screen on N1 = 1
     feeds = _inputs(4, batch=5)
     actions, returns = _run(full_dir, feeds)
-    kept_actions, kept_returns = _run(pruned_dir, feeds)
+    kept_actions, kept_returns, kept_index = _run(pruned_dir, feeds)
     assert kept_actions.shape == (5, 2, ACT_DIM) and kept_returns.shape == (5, 2, N)
+    assert kept_index.shape == (5, 2) and kept_index.dtype == np.int64
     screen = returns[..., 0]  # N1 = 1: the score is the first sample's return
     for b in range(5):
         order = np.argsort(-screen[b])[:2]
+        assert kept_index[b].tolist() == order.tolist()  # the engine says which candidates survived
         np.testing.assert_allclose(kept_actions[b], actions[b, order], atol=1e-6)
         np.testing.assert_allclose(kept_returns[b], returns[b, order], atol=1e-4)
 
-    policy = EvorPolicy.load(pruned_dir, backend="onnxruntime", seed=0)
+    policy = EvorPolicy.load(pruned_dir, backend="onnxruntime", seed=0, tau_q=0.0)
     assert policy.describe()["survivors"] == 2
-    assert policy.act(feeds["obs"][0]).shape == (ACT_DIM,)
-    assert policy.last.q_star.shape == (1, 2)
+    action = policy.act(feeds["obs"][0])
+    assert action.shape == (ACT_DIM,)
+    assert policy.last.q_star.shape == (1, 2) and policy.last.survivors.shape == (1, 2)
+    # the chosen survivor traced back to its candidate among the N_pi (what the full engine would output)
+    candidate = int(policy.last.candidate[0])
+    assert candidate == int(policy.last.survivors[0, policy.last.chosen[0]])
+    rng = np.random.Generator(np.random.PCG64(0))
+    a_noise, r_noise = draw_engine_noise(rng, 1, N_PI, N, ACT_DIM)
+    all_actions, _ = _run(full_dir, {"obs": feeds["obs"][:1], "action_noise": a_noise, "rtg_noise": r_noise})
+    np.testing.assert_allclose(action, all_actions[0, candidate], atol=1e-6)
     with pytest.raises(ValueError, match="keeps 2 candidates"):
         policy.set_num_candidates(1)
     manifest = load_manifest(pruned_dir)
