@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_fixtures import OGBENCH_WARNINGS
 
 ogbench = pytest.importorskip("ogbench")
 
@@ -29,10 +30,7 @@ from evor_edge.datagen import (  # noqa: E402
 )
 from evor_edge.datasets import DatasetError, load_task_dataset  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*precision lowered by casting:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*DISPLAY environment variable"),
-]
+pytestmark = OGBENCH_WARNINGS
 
 # data_gen_scripts/commands.sh, verbatim, by line number.
 OFFICIAL_COMMANDS: dict[int, str] = {
@@ -208,12 +206,12 @@ class _Captured(Exception):
 @pytest.mark.parametrize(
     ("name", "collector", "episodes_simulated", "steps", "noise"),
     [
-        ("pointmaze-medium-navigate-v0", "_collect_maze", 1100, 1001, 0.5),
-        ("pointmaze-giant-navigate-v0", "_collect_maze", 550, 2001, 0.5),
-        ("pointmaze-teleport-stitch-v0", "_collect_maze", 5500, 201, 0.5),
-        ("cube-triple-play-v0", "_collect_manip", 3300, 1001, 0.1),
-        ("scene-play-v0", "_collect_manip", 1100, 1001, 0.1),
-        ("scene-noisy-v0", "_collect_manip", 1100, 1001, 0.1),
+        ("pointmaze-medium-navigate-v0", "pointmaze", 1100, 1001, 0.5),
+        ("pointmaze-giant-navigate-v0", "pointmaze", 550, 2001, 0.5),
+        ("pointmaze-teleport-stitch-v0", "pointmaze", 5500, 201, 0.5),
+        ("cube-triple-play-v0", "manipspace", 3300, 1001, 0.1),
+        ("scene-play-v0", "manipspace", 1100, 1001, 0.1),
+        ("scene-noisy-v0", "manipspace", 1100, 1001, 0.1),
     ],
 )
 def test_generate_dataset_defaults_are_the_official_recipe(
@@ -231,8 +229,8 @@ def test_generate_dataset_defaults_are_the_official_recipe(
         seen.update(recipe=recipe, n=n_episodes)
         raise _Captured
 
-    for fn in ("_collect_maze", "_collect_manip"):
-        monkeypatch.setattr(datagen, fn, capture if fn == collector else None)
+    for family in ("pointmaze", "manipspace"):  # each family's collector (evor_edge.datagen.<family>.collect)
+        monkeypatch.setattr(getattr(datagen, family), "collect", capture if family == collector else None)
     with pytest.raises(_Captured):
         generate_dataset(name, tmp_path / "x.npz", progress=False)
     assert seen["recipe"] == RECIPES[name]
@@ -449,7 +447,7 @@ def test_scene_is_deterministic_and_redraws_unhealthy_episodes(
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     # Fail the health check of the first episode only: it is dropped and one more is simulated.
     verdicts = iter([False])
-    monkeypatch.setattr(datagen, "scene_cube_in_view", lambda xyz: next(verdicts, True))
+    monkeypatch.setattr(datagen.manipspace, "scene_cube_in_view", lambda xyz: next(verdicts, True))
     r = generate_dataset("scene-play-v0", tmp_path / "d.npz", episodes=2, max_episode_steps=SCENE_STEPS, seed=1,
                          progress=False)
     assert r["discarded_episodes"] == 1
@@ -467,10 +465,10 @@ def test_endless_discards_stop_with_an_error(monkeypatch: pytest.MonkeyPatch) ->
         def discard_episode(self) -> None:
             self.discarded += 1
 
-    monkeypatch.setattr(datagen, "MAX_CONSECUTIVE_DISCARDS", 5)
+    monkeypatch.setattr(datagen.episodes, "MAX_CONSECUTIVE_DISCARDS", 5)
     rec = _Rec()
     with pytest.raises(DatasetError, match="5 episodes in a row failed the health check"):
-        datagen._run_episodes("scene-play-v0", rec, 3, lambda first: None, progress=False)
+        datagen.run_episodes("scene-play-v0", rec, 3, lambda first: None, progress=False)
     assert rec.discarded == 5
 
 
@@ -479,7 +477,7 @@ def test_oracles_are_built_as_generate_manipspace_builds_them(dataset: str) -> N
     """generate_manipspace.py L49-72: which oracle per target task, with which settings."""
     recipe = RECIPES[dataset]
     env = ogbench.make_env_and_datasets(recipe.env_id.replace("-v0", f"-{recipe.dataset_type}-v0"), env_only=True)
-    agents = datagen._make_oracles(env, recipe)
+    agents = datagen.manipspace._make_oracles(env, recipe)
     kind = "Plan" if recipe.dataset_type == "play" else "Markov"
     tasks = ["cube"] if recipe.family == "cube" else ["cube", "button", "drawer", "window"]
     assert {k: type(v).__name__ for k, v in agents.items()} == {t: f"{t.capitalize()}{kind}Oracle" for t in tasks}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_fixtures import OGBENCH_WARNINGS
 
 ogbench = pytest.importorskip("ogbench")
 
@@ -21,12 +22,7 @@ from evor_edge.datasets import (  # noqa: E402
     val_path_for,
 )
 
-# Building the manipspace envs warns about float64 bounds cast to float32 (gymnasium) and a
-# missing X display (glfw, imported for rendering); neither matters here.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*precision lowered by casting:UserWarning"),
-    pytest.mark.filterwarnings("ignore:.*DISPLAY environment variable"),
-]
+pytestmark = OGBENCH_WARNINGS
 
 DATASET = "pointmaze-medium-navigate-v0"
 TASK1 = "pointmaze-medium-navigate-singletask-task1-v0"
@@ -189,7 +185,7 @@ def test_bad_arguments_fail_before_simulation(
     def no_simulation(*args, **kwargs):
         raise AssertionError("simulation started")
 
-    monkeypatch.setattr(datagen, "_collect_maze", no_simulation)
+    monkeypatch.setattr(datagen.pointmaze, "collect", no_simulation)
     kw = {"episodes": EPISODES, "max_episode_steps": STEPS, "progress": False, **kw}
     with pytest.raises(DatasetError, match=match) as info:
         generate_dataset(name, tmp_path / out, **kw)
@@ -201,7 +197,7 @@ def test_bad_arguments_fail_before_simulation(
 def test_interrupt_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
     if when == "simulation":
         calls = {"n": 0}
-        real_act = datagen._MazeExpert.act
+        real_act = datagen.pointmaze._MazeExpert.act
 
         def act(self):
             calls["n"] += 1
@@ -209,7 +205,7 @@ def test_interrupt_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 raise KeyboardInterrupt
             return real_act(self)
 
-        monkeypatch.setattr(datagen._MazeExpert, "act", act)
+        monkeypatch.setattr(datagen.pointmaze._MazeExpert, "act", act)
     else:
         real_save = np.savez_compressed
         calls = {"n": 0}
@@ -220,7 +216,7 @@ def test_interrupt_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             if calls["n"] == 2:  # the val file has been written to its temp file
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(datagen.np, "savez_compressed", save)
+        monkeypatch.setattr(np, "savez_compressed", save)
     with pytest.raises(KeyboardInterrupt):
         _gen(tmp_path / "i.npz")
     assert _files(tmp_path) == []
