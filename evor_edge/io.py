@@ -25,11 +25,20 @@ __all__ = [
     "atomic_write_many",
     "fsync_tree",
     "move_dir_into_place",
+    "read_json",
     "sha256_file",
     "staged_dir",
 ]
 
 PathLike = str | os.PathLike[str]
+
+
+def read_json(path: PathLike, error: type[Exception] = ValueError) -> Any:
+    """The JSON document in `path`; `error` (one line) when it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from None
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

@@ -19,13 +19,12 @@ plus free-form context (reference configuration, ceiling, machine load, ...). Un
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evor_edge.io import atomic_write_json
+from evor_edge.io import atomic_write_json, read_json
 
 __all__ = [
     "FRONTIER_FILE",
@@ -49,10 +48,7 @@ POINT_KEYS = ("engine", "num_candidates", "num_rtg", "rtg_top_k", "common_rtg_no
 def load_frontier(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a frontier file; ValueError with one line if bad. ``_dir`` is set to its directory."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read frontier {path}: {exc}") from None
+    data = read_json(path, ValueError)
     if not isinstance(data, dict) or data.get("format") != FRONTIER_FORMAT:
         raise ValueError(f"{path} is not an evor-edge frontier file (format {FRONTIER_FORMAT!r})")
     points = data.get("points")

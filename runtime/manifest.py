@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evor_edge.io import atomic_write_bytes, sha256_file
+from evor_edge.io import atomic_write_bytes, read_json, sha256_file
 
 __all__ = [
     "ENGINE_FILE",
@@ -138,10 +138,7 @@ def load_manifest(engine_dir: str | os.PathLike[str], verify_hash: bool = True) 
     manifest_path = engine_dir / MANIFEST_FILE
     if not manifest_path.is_file():
         raise EngineError(f"{manifest_path} is missing: not an engine directory (run `evor-edge export`)")
-    try:
-        data = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EngineError(f"{manifest_path} is not valid JSON: {exc}") from None
+    data = read_json(manifest_path, EngineError)
     if not isinstance(data, dict):
         raise EngineError(f"{manifest_path} is not a JSON object")
     manifest = Manifest.from_dict(data)
@@ -290,10 +287,7 @@ def load_plan_record(engine_dir: str | os.PathLike[str], manifest: Manifest) -> 
     if not record_path.is_file():
         raise EngineError(f"{record_path} is missing: {PLAN_FILE} was not built by ./build_trt.sh "
                           "(rebuild it; the record ties the plan to this engine.onnx)")
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EngineError(f"{record_path} is not valid JSON: {exc}") from None
+    record = read_json(record_path, EngineError)
     if not isinstance(record, dict) or record.get("format") != PLAN_RECORD_FORMAT:
         raise EngineError(f"{record_path} is not an evor-edge plan record; rebuild with ./build_trt.sh")
     if record.get("engine_sha256") != manifest.engine_sha256:

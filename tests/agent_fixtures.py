@@ -10,6 +10,11 @@ from evor_edge.agents import AgentSpec, BaseAgent, make_agent
 from evor_edge.config import preset_config
 from evor_edge.normalization import ObsNormalizer, ReturnScaler
 
+# The observation space of the export / calibration test agents: far from N(0, 1), so normalisation matters.
+OBS_DIM, ACT_DIM = 4, 2
+OBS_MEAN = (3.0, -2.0, 10.0, 0.5)
+OBS_STD = (2.0, 0.25, 5.0, 1.5)
+
 
 def random_agent(kind: str, obs_dim: int, act_dim: int, *, hidden_dims: Sequence[int], euler_steps: int,
                  obs_mean: Sequence[float], obs_std: Sequence[float], returns: ReturnScaler,

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from agent_fixtures import random_agent
+from agent_fixtures import ACT_DIM, OBS_DIM, OBS_MEAN, OBS_STD, random_agent
 from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
@@ -28,9 +28,6 @@ from evor_edge.normalization import ReturnScaler
 from evor_edge.runtime import EvorPolicy
 from evor_edge.runtime.manifest import load_manifest, sha256_file
 
-OBS_DIM, ACT_DIM = 4, 2
-OBS_MEAN = (3.0, -2.0, 10.0, 0.5)
-OBS_STD = (2.0, 0.25, 5.0, 1.5)
 EULER_STEPS = 4
 FAST = {"samples": 16, "parity_samples": 12, "latency_runs": 3, "latency_threads": (1,), "progress": False}
 PARITY_KEYS = {"agreement_pct", "q_star_abs_error", "q_star_rel_error", "selected_action_abs_error",

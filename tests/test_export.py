@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from agent_fixtures import random_agent
+from agent_fixtures import ACT_DIM, OBS_DIM, OBS_MEAN, OBS_STD, random_agent
 from onnx import TensorProto, helper
 
 from evor_edge.agents import BaseAgent
@@ -29,9 +29,6 @@ from evor_edge.inference import candidates_and_values
 from evor_edge.normalization import ReturnScaler
 from evor_edge.runtime.manifest import load_manifest, sha256_file
 
-OBS_DIM, ACT_DIM = 4, 2
-OBS_MEAN = (3.0, -2.0, 10.0, 0.5)
-OBS_STD = (2.0, 0.25, 5.0, 1.5)
 LOW, HIGH = (-1.0, -0.4), (1.0, 0.6)
 RETURNS = ReturnScaler(center=-20.0, half_width=7.0)
 TASK = "pointmaze-medium-navigate-singletask-task1-v0"

@@ -174,6 +174,15 @@ def test_refuses_wrong_format_version(evor_engine, tmp_path: Path) -> None:
         EvorPolicy.load(d)
 
 
+def test_format_version_1_engines_still_load(tmp_path: Path) -> None:
+    """Engine format 2 added survivor_index to pruned engines; version-1 engines keep loading and acting."""
+    engine_dir, params = write_engine(tmp_path / "v1", format_version=1)
+    policy = EvorPolicy.load(engine_dir, tau_q=0.0, seed=0)
+    assert policy.manifest.format_version == 1 and policy.manifest.output_names == ["actions", "returns"]
+    assert policy.act(np.zeros(4, dtype=np.float32)).shape == (2,)
+    assert policy.last.candidate is policy.last.chosen  # not pruned: the chosen output is the candidate
+
+
 def test_refuses_missing_manifest_and_dir(evor_engine, tmp_path: Path) -> None:
     d = _copy_engine(evor_engine[0], tmp_path / "e")
     (d / "manifest.json").unlink()
