@@ -282,20 +282,32 @@ def diagnose(engine_dir: str | Path, task: str, settings: DiagnoseSettings | Non
             raise DiagnoseError(f"{engine_dir} expects obs/act dims ({manifest.obs_dim}, {manifest.act_dim}) but "
                                 f"{task} has {env_dims}")
         access = StateAccess(probe, task)
+        _precheck_restore(access, s.seed)
+        tail = s.tail
+        if tail == "auto":
+            tail = "oracle" if access.has_oracle else "repeat"
+        if tail == "oracle" and not access.has_oracle:
+            raise DiagnoseError(f"--tail oracle: {task} has no oracle here (point mazes only); use --tail repeat")
     except BaseException:
         probe.close()
         raise
-    tail = s.tail
-    if tail == "auto":
-        tail = "oracle" if access.has_oracle else "repeat"
-    if tail == "oracle" and not access.has_oracle:
-        raise DiagnoseError(f"--tail oracle: {task} has no oracle here (point mazes only); use --tail repeat")
     gamma = float(s.discount if s.discount is not None else (manifest.discount or 0.99))
     policy = EvorPolicy.load(engine_dir, seed=s.seed, intra_op_threads=s.threads, tau_r=s.tau_r, tau_q=s.tau_q)
     if prune_spec(manifest) is not None:
         policy.close()
         raise DiagnoseError(f"{engine_dir} is a pruned engine (export --prune): it scores only its survivors; "
                             "diagnose the unpruned engine exported from the same checkpoint")
+    try:
+        return _diagnose_with(policy, probe, access, engine_dir, task, s, tail, gamma, plot_path, progress, started,
+                              make_env)
+    finally:
+        policy.close()
+        probe.close()
+
+
+def _diagnose_with(policy: Any, probe: Any, access: StateAccess, engine_dir: str | Path, task: str,
+                   s: DiagnoseSettings, tail: str, gamma: float, plot_path: str | Path | None, progress: bool,
+                   started: float, make_env: Any) -> dict[str, Any]:
     runner = EngineRunner(policy)
     tau_r, tau_q = policy.tau_r, policy.tau_q
     num_rtg = s.num_rtg or policy.num_rtg
@@ -306,7 +318,6 @@ def diagnose(engine_dir: str | Path, task: str, settings: DiagnoseSettings | Non
     # 1. record episodes with the deployed policy
     limit = s.max_steps or getattr(probe.spec, "max_episode_steps", None) or 1000
     recorded = _record(policy, access, task, s.episodes, s.seed, limit, make_env, say)
-    probe.close()
 
     # 2. states to diagnose
     picks = _pick_states(recorded, s)
@@ -345,8 +356,29 @@ def diagnose(engine_dir: str | Path, task: str, settings: DiagnoseSettings | Non
     if plot_path:
         report["plot"] = plot_diagnosis(report, plot_path)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    policy.close()
     return report
+
+
+def _precheck_restore(access: StateAccess, seed: int) -> None:
+    """Before any episode: save a state, step, restore, step again; the environment must reproduce both."""
+    env = access.env
+    np.random.seed(seed)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    for _ in range(3):
+        env.step(rng.uniform(np.maximum(low, -1.0), np.minimum(high, 1.0)).astype(np.float32))
+    snap = access.snapshot()
+    action = rng.uniform(np.maximum(low, -1.0), np.minimum(high, 1.0)).astype(np.float32)
+    before = np.asarray(env.unwrapped.get_ob() if access.family == "locomaze" else
+                        env.unwrapped.compute_observation(), dtype=np.float32)
+    after = np.asarray(env.step(action)[0], dtype=np.float32)
+    ob = access.restore(snap)
+    again = np.asarray(env.step(action)[0], dtype=np.float32)
+    err = max(float(np.max(np.abs(ob - before))), float(np.max(np.abs(again - after))))
+    if not err <= 1e-4 * max(1.0, float(np.max(np.abs(before)))):
+        raise DiagnoseError(f"{access.task}: the environment cannot be reset to a saved state faithfully (restored "
+                            f"state or replayed step differs by {err:.3g})")
 
 
 def _progress(enabled: bool) -> Any:

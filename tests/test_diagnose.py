@@ -201,3 +201,18 @@ def test_diagnose_refuses_an_environment_that_cannot_restore(tmp_path: Path, mon
     result = _run(str(engine), "--env", TASK)
     assert result.exit_code == 2 and "cannot be reset to a saved state" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_diagnose_refuses_a_simulator_that_does_not_reproduce_a_restored_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before any episode runs: restoring must give back the observation and replay the same step."""
+    original = StateAccess.restore
+
+    def drifting(self: StateAccess, snap: dict) -> np.ndarray:
+        return original(self, {**snap, "qpos": snap["qpos"] + 0.05})
+
+    monkeypatch.setattr(StateAccess, "restore", drifting)
+    engine, _ = write_engine(tmp_path / "engine", obs_dim=2, act_dim=2)
+    result = _run(str(engine), "--env", TASK, "--threads", "1")
+    assert result.exit_code == 2 and "cannot be reset to a saved state faithfully" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
