@@ -29,7 +29,7 @@ from evor_edge.checkpoint import load_checkpoint
 from evor_edge.config import preset_config
 from evor_edge.device import resolve_device, use_tf32_matmuls
 from evor_edge.inference import q_star
-from evor_edge.runtime.manifest import atomic_write_bytes
+from evor_edge.io import atomic_write_bytes
 from evor_edge.throughput import make_bench_agent
 
 # name: (N_pi, N, critic Euler steps K); the paper configuration and the cheaper variants of

@@ -24,15 +24,11 @@ from typing import Any
 import torch
 
 from evor_edge.config import preset_config
-from evor_edge.runtime.manifest import atomic_write_bytes
+from evor_edge.io import atomic_write_json
 from evor_edge.throughput import flops_per_step, matmul_peak_gflops, measure_jax, measure_torch
 
 CUDA_MODES = ("eager", "compile", "cuda-graph", "compiled-cuda-graph", "jax")
 CPU_MODES = ("eager", "compile", "jax")
-
-
-def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def _devices(names: str) -> list[torch.device]:

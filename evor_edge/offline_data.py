@@ -246,7 +246,7 @@ def _metadata(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
 def write_offline_dataset(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
                           metadata: dict[str, Any]) -> Path:
     """Write a file of this format atomically (temp file + rename); `metadata` becomes the JSON entry."""
-    from evor_edge.runtime.manifest import atomic_write_bytes
+    from evor_edge.io import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".npz":
