@@ -1,0 +1,212 @@
+"""Data-parallel training (evor_edge.distributed) on 2 CPU processes with gloo: one DDP update equals a
+single-process update on the concatenated global batch and noise; torchrun -m evor_edge.cli train trains,
+is killed, resumes bit-exactly (every rank's streams restored) and exports; bad world sizes are refused."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from evor_edge.agents import AgentSpec, make_agent
+from evor_edge.checkpoint import load_checkpoint
+from evor_edge.config import preset_config
+from evor_edge.distributed import DistributedError, World, launch_train, per_rank_batch, world_from_env, wrap_losses
+from evor_edge.normalization import ObsNormalizer, ReturnScaler
+from evor_edge.train import train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PER_RANK = 8
+
+
+def _agent(kind: str):
+    cfg = preset_config("small", agent=kind, hidden_dims=(32, 32), euler_steps=3, qc_target_candidates=4,
+                        batch_size=2 * PER_RANK)
+    spec = AgentSpec(cfg, 3, 2, (-1.0, -1.0), (1.0, 1.0), ObsNormalizer((0.1, 0.2, 0.3), (1.0, 2.0, 0.5)),
+                     ReturnScaler(-0.5, 2.0))
+    torch.manual_seed(0)
+    return make_agent(spec)
+
+
+def _global_batch(agent, rows: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(11)
+    batch = {"observations": torch.randn(rows, 3, generator=g), "actions": torch.rand(rows, 2, generator=g) * 2 - 1,
+             "rewards": -torch.rand(rows, generator=g), "bootstrap": 0.99 * (torch.rand(rows, generator=g) > 0.1),
+             "next_observations": torch.randn(rows, 3, generator=g)}
+    return batch, agent.sample_noise(rows, g)
+
+
+def _state(agent) -> dict[str, torch.Tensor]:
+    out = {f"param.{k}": v.detach().clone() for k, v in agent.state_dict().items()}
+    for name, module in (("actor", agent.actor), ("critic", agent.critic)):
+        for i, p in enumerate(module.parameters()):
+            out[f"grad.{name}.{i}"] = p.grad.detach().clone()
+    for name, opt in agent.optimizers().items():
+        for i, p in enumerate(opt.param_groups[0]["params"]):
+            for key, value in opt.state[p].items():
+                out[f"adam.{name}.{i}.{key}"] = torch.as_tensor(value).detach().clone()
+    return out
+
+
+def _equivalence_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        for kind in ("evor", "qc"):
+            agent = _agent(kind)
+            batch, noise = _global_batch(agent, world_size * PER_RANK)
+            rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+            ddp = wrap_losses(agent, torch.device("cpu"))
+            loss, _metrics = ddp({k: v[rows] for k, v in batch.items()}, {k: v[rows] for k, v in noise.items()})
+            agent.apply_gradients(loss)
+            torch.save(_state(agent), Path(out_dir) / f"{kind}-rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_update_equals_one_process_update_on_the_global_batch(tmp_path: Path) -> None:
+    mp.spawn(_equivalence_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for kind in ("evor", "qc"):
+        reference = _agent(kind)
+        batch, noise = _global_batch(reference, 2 * PER_RANK)
+        reference.apply_gradients(reference.losses(batch, noise)[0])
+        expected = _state(reference)
+        ranks = [torch.load(tmp_path / f"{kind}-rank{r}.pt") for r in (0, 1)]
+        assert set(ranks[0]) == set(expected)
+        for key, value in expected.items():
+            # identical on every rank: weights, Adam moments, and the target network's EMA
+            assert torch.equal(ranks[0][key], ranks[1][key]), f"{kind} {key} differs between ranks"
+            torch.testing.assert_close(ranks[0][key], value, rtol=1e-5, atol=1e-7, msg=f"{kind} {key}")
+        assert any(k.startswith("param.target_critic") for k in expected)
+
+
+def test_world_from_env_and_batch_split(monkeypatch, tmp_path: Path) -> None:
+    assert world_from_env({}) == World()
+    world = world_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (world.rank, world.world_size, world.distributed, world.seed(5)) == (1, 2, True, 5 + 1_000_003)
+    assert per_rank_batch(256, 4) == 64
+    with pytest.raises(DistributedError, match="3 ranks but a batch of 2 rows"):
+        per_rank_batch(2, 3)
+    with pytest.raises(DistributedError, match="does not split over 3 ranks"):
+        per_rank_batch(256, 3)
+    # `evor-edge train --nproc 3` with a 2-row batch: refused before any process starts
+    cfg = preset_config("small", batch_size=2)
+    with pytest.raises(DistributedError, match="3 ranks"):
+        launch_train(3, None, "x.npz", cfg, tmp_path / "run")
+    # under torchrun, every rank refuses before the ranks meet; only rank 0 prints (the others exit 2)
+    data = _toy_file(tmp_path)
+    for rank, expected in ((0, DistributedError), (1, SystemExit)):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        with pytest.raises(expected):
+            train(None, data, preset_config("small", batch_size=1), tmp_path / "run", progress=False, device="cpu")
+        assert not (tmp_path / "run").exists()
+
+
+def _toy_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = 400
+    ends = np.zeros(rows, np.float32)
+    ends[49::50] = 1
+    path = tmp_path / "toy.npz"
+    np.savez(path, observations=rng.normal(size=(rows, 4)).astype(np.float32),
+             actions=rng.uniform(-1, 1, (rows, 2)).astype(np.float32), rewards=-rng.random(rows).astype(np.float32),
+             terminals=ends, masks=np.ones(rows, np.float32), action_low=-np.ones(2, np.float32),
+             action_high=np.ones(2, np.float32))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(data: Path, out: Path, steps: int, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "evor_edge.cli", "train",
+           "--dataset", str(data), "--out", str(out), "--steps", str(steps), "--batch-size", "16", "--device", "cpu",
+           "--checkpoint-every", "10", "--threads", "1", "--set", "hidden_dims=16,16", "--set", "euler_steps=2",
+           "--set", "log_every=5", "--set", "keep_checkpoints=50", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EVOR_EDGE_DIST_TIMEOUT_S": "60"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its workers in their own sessions), deepest first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: list[int] = []
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        stack.extend(children.get(child, []))
+    return out[::-1]
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        raise
+    assert proc.returncode == 0, err[-2000:]
+    return out
+
+
+def test_torchrun_run_is_killed_resumes_bit_exactly_and_exports(tmp_path: Path, monkeypatch) -> None:
+    data = _toy_file(tmp_path)
+    killed = _torchrun(data, tmp_path / "killed", 100_000)
+    latest = tmp_path / "killed" / "checkpoints" / "LATEST"
+    deadline = time.monotonic() + 90
+    while not latest.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _kill_tree(killed)  # torchrun and both ranks, mid-run (SIGKILL: no handler runs)
+    reached = int(latest.read_text().strip().split("_")[1])
+    final = reached + 10
+    straight = _torchrun(data, tmp_path / "straight", final)
+    _finish(straight)
+    _finish(_torchrun(data, tmp_path / "killed", final, "--resume"))
+    a = load_checkpoint(tmp_path / "straight").agent.state_dict()
+    b = load_checkpoint(tmp_path / "killed")
+    assert b.step == final
+    for key in a:
+        assert torch.equal(a[key], b.agent.state_dict()[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == final  # rank 0 alone logs; resumed lines not repeated
+    config = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert config["distributed"] == {**config["distributed"], "world_size": 2, "per_rank_batch": 8,
+                                     "global_batch": 16, "backend": "gloo"}
+    monkeypatch.setenv("EVOR_EDGE_TRT_CHECK", "off")
+    from evor_edge.export import export_engine
+
+    report = export_engine(tmp_path / "killed", tmp_path / "engine", progress=False)
+    assert (tmp_path / "engine" / "engine.onnx").is_file() and report["kind"] == "evor"
