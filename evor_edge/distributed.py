@@ -155,10 +155,14 @@ def wrap_losses(agent: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel over the agent's trainable parameters (actor + critic; the target critic has
     requires_grad=False and is never reduced). Buffers (normalisers, action box) are identical by
     construction and not re-broadcast every step."""
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
     return DistributedDataParallel(_Losses(agent), device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+                                   **no_sync)
 
 
 def collective_device(device: torch.device) -> torch.device:
@@ -222,7 +226,7 @@ def _rank_main(train_args: tuple[Any, ...], train_kwargs: dict[str, Any]) -> dic
 def _quiet_elastic_logs() -> None:
     """torchrun's agent logs a multi-line report per failed worker; our ranks already printed one line."""
     for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.distributed"):
+        if name.startswith(("torch.distributed", "torch.multiprocessing")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

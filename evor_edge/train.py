@@ -43,6 +43,7 @@ from evor_edge.shards import ShardedDataset
 from evor_edge.targets import monte_carlo_returns, n_step_targets
 from evor_edge.train_step import DeviceBatches, ShardedBatches, TrainStep, choose_step_mode, optimizer_flags
 
+SHARD_READ_ENV = "EVOR_EDGE_SHARD_READ"  # pread (default) | mmap: how minibatches are read from a converted dir
 TIME_LIMIT_SYNC_STEPS = 10  # data-parallel runs agree on a --time-limit stop every this many steps
 
 
@@ -309,7 +310,8 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
     on_cuda = torch_device.type == "cuda"
     batches: DeviceBatches | ShardedBatches
     if sharded:
-        reader = data_source.reader(config.n_step, with_mc=config.reward_model == "mc")
+        reader = data_source.reader(config.n_step, with_mc=config.reward_model == "mc",
+                                    read=os.environ.get(SHARD_READ_ENV, "pread"))
         batches = ShardedBatches(reader, torch_device, per_rank, seed=config.seed, rank=world.rank,
                                  world_size=world.world_size, start_step=start_step, prefetch=prefetch)
     else:

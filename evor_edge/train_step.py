@@ -147,17 +147,18 @@ class ShardedBatches:
 
     Minibatch s on `rank` holds the rows `reader.draw(s, ...)` names (sorted; uniform over this rank's
     disjoint share of the whole dataset). With `prefetch` > 0 a background thread gathers that many
-    batches ahead into rotating staging buffers (numpy's take releases the GIL while it copies); on CUDA
-    the staging buffers are pinned and each batch is copied with `non_blocking=True` into fixed device
-    buffers (`static`: what a captured CUDA graph reads). When the process's file-backed resident memory
-    exceeds `rss_budget` bytes the reader drops its mappings (`ShardReader.release`), so RSS stays bounded.
+    batches ahead into rotating staging buffers (preadv and numpy's take release the GIL while they
+    copy); on CUDA the staging buffers are pinned and each batch is copied with `non_blocking=True` into
+    fixed device buffers (`static`: what a captured CUDA graph reads). The default `pread` reader maps
+    nothing; with the `mmap` reader, when the process's file-backed resident memory exceeds `rss_budget`
+    bytes the reader drops its mappings (`ShardReader.release`), so RSS stays bounded either way.
     """
 
     resident = False
 
     def __init__(self, reader: ShardReader, device: torch.device, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, start_step: int = 0, prefetch: int = 2, rss_budget: int = 512 << 20,
-                 release_every: int = 32):
+                 world_size: int = 1, start_step: int = 0, prefetch: int = 2, rss_budget: int = 768 << 20,
+                 release_every: int = 1):
         self.reader = reader
         self.device = device
         self.batch_size = batch_size
@@ -201,7 +202,7 @@ class ShardedBatches:
         index = self.reader.draw(step, self.batch_size, self.seed, self.rank, self.world_size)
         self.reader.gather(index, self.views[slot])
         self.filled += 1
-        if self.filled % self.release_every == 0:
+        if self.reader.read == "mmap" and self.filled % self.release_every == 0:
             from evor_edge.shards import file_backed_rss_bytes
 
             if file_backed_rss_bytes() > self.rss_budget:

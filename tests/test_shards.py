@@ -108,12 +108,13 @@ def test_conversion_equals_the_concatenation_of_its_shards(tmp_path: Path) -> No
     assert all(len(meta["sha256"]) == 64 for e in header["splits"]["train"]["shards"] for meta in e["arrays"].values())
 
 
-def test_memmap_batch_equals_the_same_rows_in_ram(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", ["pread", "mmap"])
+def test_memmap_batch_equals_the_same_rows_in_ram(tmp_path: Path, read: str) -> None:
     src = _source_dir(tmp_path)
     convert_dataset(src, tmp_path / "ds", ConvertOptions(n_steps=(1, 3)), progress=False)
     ds = ShardedDataset(tmp_path / "ds")
     ram = _in_ram(src, 3)
-    reader = ds.reader(3)
+    reader = ds.reader(3, read=read)
     for prefetch in (0, 2):
         batches = ShardedBatches(reader, torch.device("cpu"), 16, seed=7, start_step=5, prefetch=prefetch)
         try:
@@ -128,6 +129,12 @@ def test_memmap_batch_equals_the_same_rows_in_ram(tmp_path: Path) -> None:
     # ranks draw from disjoint shares of the rows, each from its own stream
     rows = [reader.draw(0, 64, 7, rank=r, world_size=2) for r in (0, 1)]
     assert np.all(rows[0] % 2 == 0) and np.all(rows[1] % 2 == 1)
+    if read == "pread":  # a shard file cut short under a running reader: one clear error, no garbage rows
+        victim = ds.shard_path(2) / "bootstrap_n3.npy"
+        with open(victim, "r+b") as handle:
+            handle.truncate(victim.stat().st_size - 4)
+        with pytest.raises(ShardError, match="short read"):
+            reader.gather(np.array([ds.size - 1]), reader.empty_batch(1))
 
 
 def test_state_table_and_fast_monte_carlo_match_the_reference(tmp_path: Path) -> None:
