@@ -4,27 +4,28 @@ A converted dataset is a directory:
 
     DIR/dataset.json                      header: format, dims, action box, counts, dtypes, provenance,
                                           normalisation statistics, and the sha256 of every array file
-    DIR/train/shard_00000/states.npy      [S, obs_dim] float32  every distinct observation of the shard
-    DIR/train/shard_00000/actions.npy     [T, act_dim] float32
-    DIR/train/shard_00000/obs_row.npy     [T] int32    row of x_t in states
-    DIR/train/shard_00000/rewards.npy     [T] float32  one-step reward
-    DIR/train/shard_00000/masks.npy       [T] uint8    0 where the task terminated (no bootstrap)
-    DIR/train/shard_00000/terminals.npy   [T] uint8    1 at the last transition of an episode
-    DIR/train/shard_00000/mc_returns.npy  [T] float32  Monte-Carlo return at the header's discount (Eq. 13)
-    DIR/train/shard_00000/next_row_n{n}.npy   [T] int32    row of x'_{t,n} in states   } one triple per
-    DIR/train/shard_00000/reward_sum_n{n}.npy [T] float32  n-step reward sum R_t       } n-step horizon
-    DIR/train/shard_00000/bootstrap_n{n}.npy  [T] float32  b_t = gamma^K prod(masks)   } (evor_edge.targets)
-    DIR/val/shard_00000/...               the -val files of an OGBench source, same layout
+    DIR/train/shard_00000/states.npy       [S] x obs_dim float32: every distinct observation of the shard
+    DIR/train/shard_00000/transitions.npy  [T] records, one per transition (numpy structured dtype):
+        obs_row          int32             row of x_t in states
+        actions          float32 [act_dim]
+        rewards          float32           one-step reward
+        mc_returns       float32           Monte-Carlo return at the header's discount (Eq. 13)
+        next_row_n{n}    int32             row of x'_{t,n} in states          } one triple per stored
+        reward_sum_n{n}  float32           n-step reward sum R_t              } n-step horizon
+        bootstrap_n{n}   float32           b_t = gamma^K prod(masks)          } (evor_edge.targets)
+        masks            uint8             0 where the task terminated (no bootstrap)
+        terminals        uint8             1 at the last transition of an episode
+    DIR/val/shard_00000/...                the -val files of an OGBench source, same layout
 
 Transition t of a shard has x_t = states[obs_row[t]] and, for horizon n, x'_{t,n} = states[next_row_n{n}[t]]:
 next observations are indices into `states`, never a copy (an episode of L transitions stores L + 1 states).
 Episodes never cross shards (conversion refuses a source whose last transition ends no episode), so every
 n-step window lies inside one shard and the targets are computed per shard, once, at conversion time.
 
-Training opens the arrays with ``np.load(mmap_mode="r")`` and gathers a minibatch by global index (sorted,
-split per shard, one ``take`` per array into a preallocated buffer): uniform over the whole dataset with
-memory bounded by the batch buffers plus the page-cache pages mapped at the time (`ShardReader` drops its
-mappings with ``madvise(MADV_DONTNEED)`` when they exceed a budget; the pages stay in the page cache).
+One record per transition keeps a row's training fields in one read (one page) instead of one per field.
+Training opens both arrays with ``np.load(mmap_mode="r")`` and gathers a minibatch by global index (sorted,
+split per shard) straight into preallocated batch buffers: uniform over the whole dataset with memory bounded
+by the batch buffers (`ShardReader`: preadv per row by default, or `take` on the memory maps).
 Opening checks headers, dtypes and file sizes only; `verify_dataset` (``evor-edge data verify``) hashes
 every byte.
 """
@@ -59,8 +60,7 @@ PARTIAL_SUFFIX = ".partial"
 DEFAULT_N_STEPS = (1, 50)  # the paper preset's horizon and the small preset's
 DEFAULT_DISCOUNT = 0.99
 SPLITS = ("train", "val")
-BASE_ARRAYS = ("states", "actions", "obs_row", "rewards", "masks", "terminals", "mc_returns")
-VARIANT_ARRAYS = ("next_row", "reward_sum", "bootstrap")
+ARRAYS = ("states", "transitions")
 _STAT_CHUNK = 1 << 16
 PREAD_MAX_ROWS = 1 << 14  # larger gathers (to_arrays, tests) go through the memory maps
 
@@ -90,8 +90,13 @@ def write_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
     with open(path, "wb") as handle:
         writer = _HashingWriter(handle)
         np.lib.format.write_array(writer, array, allow_pickle=False)  # type: ignore[arg-type]
-    return {"shape": list(array.shape), "dtype": array.dtype.str, "bytes": writer.size,
-            "sha256": writer.digest.hexdigest()}
+    return {"shape": list(array.shape), "dtype": array.dtype.str, "descr": _descr(array.dtype),
+            "bytes": writer.size, "sha256": writer.digest.hexdigest()}
+
+
+def _descr(dtype: np.dtype) -> Any:
+    """The .npy header's dtype description, JSON-normalised (structured dtypes keep their fields)."""
+    return json.loads(json.dumps(np.lib.format.dtype_to_descr(dtype)))
 
 
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -115,8 +120,9 @@ def _check_npy(path: Path, meta: dict[str, Any]) -> None:
         shape, dtype, fortran, offset = read_npy_header(path)
     except (ValueError, OSError, EOFError) as exc:
         raise ShardError(f"{path}: not a readable .npy file ({exc})") from None
-    if list(shape) != list(meta["shape"]) or dtype.str != meta["dtype"] or fortran:
-        raise ShardError(f"{path}: holds {dtype.str} {list(shape)}, the header says {meta['dtype']} {meta['shape']}")
+    if list(shape) != list(meta["shape"]) or _descr(dtype) != meta["descr"] or fortran:
+        raise ShardError(f"{path}: holds {_descr(dtype)} {list(shape)}, the header says {meta['descr']} "
+                         f"{meta['shape']}")
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = path.stat().st_size
     if actual != expected:
@@ -226,39 +232,52 @@ class RunningStats:
                    float(data["reward_min"]), float(data["reward_max"]), bool(data["terminates"]))
 
 
+def transition_dtype(act_dim: int, n_steps: tuple[int, ...]) -> np.dtype:
+    """The record of one transition (packed; 4-byte fields first, the two flags last)."""
+    fields: list[tuple[Any, ...]] = [("obs_row", "<i4"), ("actions", "<f4", (act_dim,)), ("rewards", "<f4"),
+                                     ("mc_returns", "<f4")]
+    for n in n_steps:
+        fields += [(f"next_row_n{n}", "<i4"), (f"reward_sum_n{n}", "<f4"), (f"bootstrap_n{n}", "<f4")]
+    fields += [("masks", "u1"), ("terminals", "u1")]
+    return np.dtype(fields)
+
+
 def shard_arrays(train: dict[str, np.ndarray], discount: float, n_steps: tuple[int, ...]
                  ) -> tuple[dict[str, np.ndarray], RunningStats]:
-    """Every array of one shard from training arrays in OGBench's loaded layout (`offline_data`), and its stats."""
+    """Both arrays of one shard (states, transitions) from training arrays in OGBench's loaded layout
+    (`offline_data`), and the shard's statistics."""
     obs, next_obs = train["observations"], train["next_observations"]
     rewards = np.asarray(train["rewards"], dtype=np.float32)
     masks = np.asarray(train["masks"], dtype=np.float32)
-    ends = np.asarray(train["terminals"], dtype=np.float32)
-    ends = ends.copy()
+    ends = np.asarray(train["terminals"], dtype=np.float32).copy()
     ends[-1] = 1.0  # a shard ends an episode (checked at planning time for multi-file sources)
     states, obs_row, next_row = state_table(obs, next_obs, ends)
-    arrays: dict[str, np.ndarray] = {
-        "states": states,
-        "actions": np.ascontiguousarray(train["actions"], dtype=np.float32),
-        "obs_row": obs_row,
-        "rewards": rewards,
-        "masks": (masks > 0).astype(np.uint8),
-        "terminals": (ends > 0).astype(np.uint8),
-        "mc_returns": monte_carlo_returns_fast(rewards, masks, ends, discount),
-    }
+    actions = np.asarray(train["actions"], dtype=np.float32)
+    table = np.zeros(len(rewards), dtype=transition_dtype(actions.shape[1], n_steps))
+    table["obs_row"] = obs_row
+    table["actions"] = actions
+    table["rewards"] = rewards
+    table["mc_returns"] = monte_carlo_returns_fast(rewards, masks, ends, discount)
     for n in n_steps:
         reward_sum, bootstrap, next_index = n_step_targets(rewards, masks, ends, discount, n)
-        arrays[f"next_row_n{n}"] = next_row[next_index]
-        arrays[f"reward_sum_n{n}"] = reward_sum
-        arrays[f"bootstrap_n{n}"] = bootstrap
+        table[f"next_row_n{n}"] = next_row[next_index]
+        table[f"reward_sum_n{n}"] = reward_sum
+        table[f"bootstrap_n{n}"] = bootstrap
+    table["masks"] = masks > 0
+    table["terminals"] = ends > 0
     stats = RunningStats()
     stats.add_observations(obs)
     stats.reward_min, stats.reward_max = float(rewards.min()), float(rewards.max())
     stats.terminates = bool(np.any(masks == 0))
-    return arrays, stats
+    return {"states": states, "transitions": table}, stats
 
 
-def array_names(n_steps: tuple[int, ...]) -> list[str]:
-    return list(BASE_ARRAYS) + [f"{name}_n{n}" for n in n_steps for name in VARIANT_ARRAYS]
+def _shard_entry(name: str, source: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                 stats: RunningStats) -> dict[str, Any]:
+    table = arrays["transitions"]
+    return {"name": name, "source": source, "transitions": int(len(table)), "states": int(len(arrays["states"])),
+            "episodes": int(table["terminals"].sum()), "obs_dim": int(arrays["states"].shape[1]),
+            "act_dim": int(table.dtype["actions"].shape[0]), "arrays": meta, "stats": stats.to_dict()}
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -548,9 +567,7 @@ def _convert_files(sources: list[SourceFile], work: Path, options: ConvertOption
             del train
             name = f"shard_{counters[source.split]:05d}"
             meta = write_shard(work / source.split, name, arrays)
-            entry = {"name": name, "source": str(source.path), "transitions": int(len(arrays["actions"])),
-                     "states": int(len(arrays["states"])), "episodes": int(arrays["terminals"].sum()),
-                     "arrays": meta, "stats": stats.to_dict()}
+            entry = _shard_entry(name, str(source.path), arrays, meta, stats)
             del arrays
             done.setdefault(source.split, []).append(entry)
             counters[source.split] += 1
@@ -596,22 +613,22 @@ def _assemble_header(progress: dict[str, Any], plan: dict[str, Any], options: Co
             "stats": total.to_dict(),
             "shards": entries,
         }
-    first = progress["done"]["train"][0]["arrays"]
+    first = progress["done"]["train"][0]
     metadata = dict(common.get("metadata") or {})
     if options.task:
         metadata["task"] = options.task
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "obs_dim": int(first["states"]["shape"][1]),
-        "act_dim": int(first["actions"]["shape"][1]),
+        "obs_dim": int(first["obs_dim"]),
+        "act_dim": int(first["act_dim"]),
         "action_low": common["action_low"],
         "action_high": common["action_high"],
         "convention": common["convention"],
         "discount": options.discount,
         "n_steps": list(options.n_steps),
-        "arrays": array_names(options.n_steps),
-        "dtypes": {k: v["dtype"] for k, v in first.items()},
+        "arrays": list(ARRAYS),
+        "transition_fields": first["arrays"]["transitions"]["descr"],
         "metadata": metadata,
         "made_by": {"tool": "evor-edge", "version": __version__, "command": "data convert",
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -656,9 +673,7 @@ def write_synthetic_dataset(out: str | os.PathLike[str], shards: Iterator[dict[s
         del train
         name = f"shard_{index:05d}"
         meta = write_shard(work / "train", name, arrays)
-        done.append({"name": name, "source": f"synthetic:{index}", "transitions": int(len(arrays["actions"])),
-                     "states": int(len(arrays["states"])), "episodes": int(arrays["terminals"].sum()),
-                     "arrays": meta, "stats": stats.to_dict()})
+        done.append(_shard_entry(name, f"synthetic:{index}", arrays, meta, stats))
         del arrays
         progress_file.save()
         bar.update(1)
@@ -714,10 +729,9 @@ class ShardedDataset:
         self.entries: list[dict[str, Any]] = header["splits"][split]["shards"]
         self.obs_dim, self.act_dim = int(header["obs_dim"]), int(header["act_dim"])
         for entry in self.entries:
-            states, actions = entry["arrays"]["states"]["shape"], entry["arrays"]["actions"]["shape"]
-            if states[1] != self.obs_dim or actions[1] != self.act_dim:
-                raise ShardError(f"{_shard_dir(self.path, split, entry)}: obs/act dims {states[1]}/{actions[1]}, the "
-                                 f"dataset's are {self.obs_dim}/{self.act_dim}")
+            if (entry["obs_dim"], entry["act_dim"]) != (self.obs_dim, self.act_dim):
+                raise ShardError(f"{_shard_dir(self.path, split, entry)}: obs/act dims {entry['obs_dim']}/"
+                                 f"{entry['act_dim']}, the dataset's are {self.obs_dim}/{self.act_dim}")
             for name, meta in entry["arrays"].items():
                 _check_npy(_shard_dir(self.path, split, entry) / f"{name}.npy", meta)
         counts = np.array([e["transitions"] for e in self.entries], dtype=np.int64)
@@ -765,14 +779,14 @@ class ShardReader:
     `fields` are the batch keys training uses (`evor_edge.train.tensors_from_dataset`'s): observations,
     actions, rewards (the n-step reward sum), bootstrap, next_observations and optionally mc_returns.
 
-    Every array is opened with ``np.load(mmap_mode="r")``. A minibatch is gathered (`gather`) in one of two
-    ways, each one copy per row from the page cache into the preallocated batch buffer:
+    Both arrays of every shard are opened with ``np.load(mmap_mode="r")``. A minibatch is gathered
+    (`gather`) in one of two ways; per row: the transition record, then x and x' from the states:
 
-    * ``pread`` (default): one ``os.preadv`` per row and array straight into the buffer. Nothing is mapped,
-      so RSS stays flat whatever the dataset size; ~1 us per row read here.
-    * ``mmap``: ``take`` on the memory maps (one call per shard and array). Fastest while the pages stay
-      mapped, but every touched page (and the kernel's fault-around neighbours, 64 KiB per fault) counts in
-      RSS until `release`; re-faulting a released page cost ~6.5 us in our VM.
+    * ``pread`` (default): ``os.preadv`` straight into preallocated buffers (x and x' in one call when
+      they are adjacent rows, as for n = 1). Nothing is mapped, so RSS stays flat whatever the dataset size.
+    * ``mmap``: ``take`` on the memory maps (three calls per shard). Fastest while the pages stay mapped,
+      but every touched page (and the kernel's fault-around neighbours, 64 KiB per fault) counts in RSS
+      until `release`; re-faulting a released page cost ~6.5 us in our VM, a preadv ~1 us.
     """
 
     def __init__(self, dataset: ShardedDataset, n_step: int, with_mc: bool = False, shards: int | None = None,
@@ -782,35 +796,32 @@ class ShardReader:
         self.dataset = dataset
         self.read = read
         count = len(dataset.entries) if shards is None else min(int(shards), len(dataset.entries))
-        names = ["states", "actions", "obs_row", f"next_row_n{n_step}", f"reward_sum_n{n_step}",
-                 f"bootstrap_n{n_step}"] + (["mc_returns"] if with_mc else [])
-        for name in names:
-            if name not in dataset.entries[0]["arrays"]:
-                raise ShardError(f"{dataset.path} has no '{name}' arrays (n-step horizons stored: "
-                                 f"{dataset.header['n_steps']})")
-        _raise_open_files_limit(count * len(names) * (2 if read == "pread" else 1))
-        keys = {"states": "states", "actions": "actions", "obs_row": "obs_row", "next_row": f"next_row_n{n_step}",
-                "rewards": f"reward_sum_n{n_step}", "bootstrap": f"bootstrap_n{n_step}"}
-        if with_mc:
-            keys["mc_returns"] = "mc_returns"
+        _raise_open_files_limit(count * len(ARRAYS) * (2 if read == "pread" else 1))
         self.maps: list[np.memmap] = []
         self.shards: list[dict[str, np.ndarray]] = []
-        self.files: list[dict[str, tuple[int, int, int]]] = []  # per shard: key -> (fd, data offset, row bytes)
+        self.files: list[dict[str, tuple[int, int, int]]] = []  # per shard: array -> (fd, data offset, row bytes)
         for index in range(count):
             folder = dataset.shard_path(index)
             shard, files = {}, {}
-            for key, name in keys.items():
+            for name in ARRAYS:
                 mapped = np.load(folder / f"{name}.npy", mmap_mode="r")
                 self.maps.append(mapped)
                 _advise(mapped, mmap.MADV_RANDOM)
-                shard[key] = np.asarray(mapped)  # a plain ndarray view: no memmap subclass overhead per take
+                shard[name] = np.asarray(mapped)  # a plain ndarray view: no memmap subclass overhead per take
                 if read == "pread":
                     fd = os.open(folder / f"{name}.npy", os.O_RDONLY)
                     with contextlib.suppress(AttributeError, OSError):
                         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead around a row
-                    files[key] = (fd, int(mapped.offset), int(shard[key][0:1].nbytes))
+                    files[name] = (fd, int(mapped.offset), int(shard[name][0:1].nbytes))
             self.shards.append(shard)
             self.files.append(files)
+        names = self.shards[0]["transitions"].dtype.names or ()
+        self.next_field, self.reward_field, self.bootstrap_field = (f"next_row_n{n_step}", f"reward_sum_n{n_step}",
+                                                                    f"bootstrap_n{n_step}")
+        if self.next_field not in names:
+            raise ShardError(f"{dataset.path} has no n-step targets for n={n_step} "
+                             f"(stored: {dataset.header['n_steps']})")
+        self.record_dtype = self.shards[0]["transitions"].dtype
         self.offsets = dataset.offsets[: count + 1]
         self.size = int(self.offsets[-1])
         self.n_step = n_step
@@ -822,7 +833,7 @@ class ShardReader:
             "next_observations": ((obs,), np.dtype(np.float32))}
         if with_mc:
             self.fields["mc_returns"] = ((), np.dtype(np.float32))
-        self._row_views: dict[int, tuple[dict[str, np.ndarray], dict[str, list[memoryview]]]] = {}
+        self._staging: dict[int, tuple[dict[str, np.ndarray], np.ndarray, dict[str, list[memoryview]]]] = {}
 
     # -- sampling ---------------------------------------------------------------------------------
     def rank_rows(self, rank: int, world_size: int) -> int:
@@ -840,67 +851,69 @@ class ShardReader:
 
     def gather(self, index: np.ndarray, out: dict[str, np.ndarray]) -> None:
         """Fill `out` (preallocated arrays, one per field) with the rows at sorted global `index`."""
+        records = self._stage(out, len(index))
         if self.read == "pread" and len(index) <= PREAD_MAX_ROWS:
-            self._gather_pread(index, out)
+            self._gather_pread(index, out, records)
         else:
-            self._gather_mmap(index, out)
+            self._gather_mmap(index, out, records)
+        rows = len(index)
+        out["actions"][:rows] = records["actions"][:rows]
+        out["rewards"][:rows] = records[self.reward_field][:rows]
+        out["bootstrap"][:rows] = records[self.bootstrap_field][:rows]
+        if self.with_mc:
+            out["mc_returns"][:rows] = records["mc_returns"][:rows]
 
-    def _gather_mmap(self, index: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    def _stage(self, out: dict[str, np.ndarray], rows: int) -> np.ndarray:
+        """The record staging buffer for `out` (cached with per-row byte views: batch buffers are reused)."""
+        key = id(out["observations"])
+        cached = self._staging.get(key)
+        if cached is None or cached[0]["observations"] is not out["observations"] or len(cached[1]) < rows:
+            records = np.empty(rows, self.record_dtype)
+            views: dict[str, list[memoryview]] = {}
+            if self.read == "pread" and rows <= PREAD_MAX_ROWS:
+                for name, array in (("records", records), ("observations", out["observations"]),
+                                    ("next_observations", out["next_observations"])):
+                    flat, width = memoryview(array).cast("B"), array[0:1].nbytes
+                    views[name] = [flat[j * width:(j + 1) * width] for j in range(rows)]
+            if len(self._staging) > 8:
+                self._staging.clear()
+            cached = (out, records, views)
+            self._staging[key] = cached
+        return cached[1]
+
+    def _gather_mmap(self, index: np.ndarray, out: dict[str, np.ndarray], records: np.ndarray) -> None:
         bounds = np.searchsorted(index, self.offsets).tolist()
         for k in np.flatnonzero(np.diff(bounds)).tolist():
             a, b = bounds[k], bounds[k + 1]
-            local = index[a:b] - self.offsets[k]
             shard = self.shards[k]
+            part = records[a:b]
+            shard["transitions"].take(index[a:b] - self.offsets[k], out=part, mode="clip")
             states = shard["states"]
-            states.take(shard["obs_row"].take(local), axis=0, out=out["observations"][a:b], mode="clip")
-            states.take(shard["next_row"].take(local), axis=0, out=out["next_observations"][a:b], mode="clip")
-            shard["actions"].take(local, axis=0, out=out["actions"][a:b], mode="clip")
-            shard["rewards"].take(local, out=out["rewards"][a:b], mode="clip")
-            shard["bootstrap"].take(local, out=out["bootstrap"][a:b], mode="clip")
-            if self.with_mc:
-                shard["mc_returns"].take(local, out=out["mc_returns"][a:b], mode="clip")
+            states.take(part["obs_row"], axis=0, out=out["observations"][a:b], mode="clip")
+            states.take(part[self.next_field], axis=0, out=out["next_observations"][a:b], mode="clip")
 
-    def _views(self, out: dict[str, np.ndarray], rows: int) -> dict[str, list[memoryview]]:
-        """Per-row byte views of `out`'s arrays (cached: the batch buffers are reused every step)."""
-        key = id(out["observations"])
-        cached = self._row_views.get(key)
-        if (cached is not None and cached[0]["observations"] is out["observations"]
-                and len(cached[1]["obs_row"]) >= rows):
-            return cached[1]
-        links = {"obs_row": np.empty(rows, np.int32), "next_row": np.empty(rows, np.int32)}
-        arrays = {**out, **links}
-        views = {}
-        for name, array in arrays.items():
-            flat = memoryview(array).cast("B")
-            step = array[0:1].nbytes
-            views[name] = [flat[j * step:(j + 1) * step] for j in range(rows)]
-        if len(self._row_views) > 8:
-            self._row_views.clear()
-        self._row_views[key] = (arrays, views)
-        return views
-
-    def _gather_pread(self, index: np.ndarray, out: dict[str, np.ndarray]) -> None:
-        views = self._views(out, len(index))
-        arrays = self._row_views[id(out["observations"])][0]
-        obs_rows, next_rows = arrays["obs_row"], arrays["next_row"]
+    def _gather_pread(self, index: np.ndarray, out: dict[str, np.ndarray], records: np.ndarray) -> None:
+        views = self._staging[id(out["observations"])][2]
+        record_views, obs_views, next_views = views["records"], views["observations"], views["next_observations"]
         preadv = os.preadv
-        plain = ["obs_row", "next_row", "actions", "rewards", "bootstrap"] + (["mc_returns"] if self.with_mc else [])
         bounds = np.searchsorted(index, self.offsets).tolist()
         got = expected = 0
         for k in np.flatnonzero(np.diff(bounds)).tolist():
             a, b = bounds[k], bounds[k + 1]
-            local = (index[a:b] - self.offsets[k]).tolist()
             files = self.files[k]
-            for name in plain:
-                fd, base, width = files[name]
-                dest = views[name]
-                for j, row in zip(range(a, b), local, strict=True):
-                    got += preadv(fd, [dest[j]], base + row * width)
-                expected += (b - a) * width
+            fd, base, width = files["transitions"]
+            for j, row in zip(range(a, b), (index[a:b] - self.offsets[k]).tolist(), strict=True):
+                got += preadv(fd, [record_views[j]], base + row * width)
+            expected += (b - a) * width
             fd, base, width = files["states"]
-            obs_views, next_views = views["observations"], views["next_observations"]
-            for j, row, nxt in zip(range(a, b), obs_rows[a:b].tolist(), next_rows[a:b].tolist(), strict=True):
-                got += preadv(fd, [obs_views[j]], base + row * width) + preadv(fd, [next_views[j]], base + nxt * width)
+            part = records[a:b]
+            for j, row, nxt in zip(range(a, b), part["obs_row"].tolist(), part[self.next_field].tolist(),
+                                   strict=True):
+                if nxt == row + 1:  # x' is the next state row (n = 1 inside an episode): one read
+                    got += preadv(fd, [obs_views[j], next_views[j]], base + row * width)
+                else:
+                    got += preadv(fd, [obs_views[j]], base + row * width) + preadv(fd, [next_views[j]],
+                                                                                     base + nxt * width)
             expected += 2 * (b - a) * width
         if got != expected:
             raise ShardError(f"{self.dataset.path}: short read ({got} of {expected} bytes): a shard file was "
@@ -915,9 +928,11 @@ class ShardReader:
         batch = self.empty_batch(len(index))
         if len(index) < 2 or np.all(index[1:] >= index[:-1]):
             self.gather(index, batch)
+            self._staging.pop(id(batch["observations"]), None)
             return batch
         order = np.argsort(index, kind="stable")
         self.gather(index[order], batch)
+        self._staging.pop(id(batch["observations"]), None)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         return {k: v[inverse] for k, v in batch.items()}
@@ -939,7 +954,7 @@ class ShardReader:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.files.clear()
-        self._row_views.clear()
+        self._staging.clear()
         self.shards.clear()
         for mapped in self.maps:
             handle = getattr(mapped, "_mmap", None)

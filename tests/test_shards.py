@@ -130,7 +130,7 @@ def test_memmap_batch_equals_the_same_rows_in_ram(tmp_path: Path, read: str) -> 
     rows = [reader.draw(0, 64, 7, rank=r, world_size=2) for r in (0, 1)]
     assert np.all(rows[0] % 2 == 0) and np.all(rows[1] % 2 == 1)
     if read == "pread":  # a shard file cut short under a running reader: one clear error, no garbage rows
-        victim = ds.shard_path(2) / "bootstrap_n3.npy"
+        victim = ds.shard_path(2) / "transitions.npy"
         with open(victim, "r+b") as handle:
             handle.truncate(victim.stat().st_size - 4)
         with pytest.raises(ShardError, match="short read"):
@@ -246,12 +246,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path) -> Non
     assert code == 0 and "transitions in 3 shard(s)" in out, out
     code, out = _cli(verify_command, [str(tmp_path / "ds")])
     assert code == 0 and out.startswith("ok: ")
-    victim = tmp_path / "ds" / "train" / "shard_00001" / "actions.npy"
+    victim = tmp_path / "ds" / "train" / "shard_00001" / "transitions.npy"
     original = victim.read_bytes()
     victim.write_bytes(original[:-8] + bytes(8))  # same size, other bytes
     ShardedDataset(tmp_path / "ds")  # loading checks headers and sizes only
     code, out = _cli(verify_command, [str(tmp_path / "ds")])
-    assert code == 2 and "shard_00001/actions.npy: sha256" in out
+    assert code == 2 and "shard_00001/transitions.npy: sha256" in out
     victim.write_bytes(original[:-8])
     with pytest.raises(ShardError, match="truncated or padded"):
         ShardedDataset(tmp_path / "ds")
