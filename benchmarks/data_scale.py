@@ -14,7 +14,8 @@
      memmap-all  `ShardedBatches` on every shard (>= 50M transitions).
    Each process times (a) sampling alone: batches/s of `sample()` (prefetch 0 = gathered in the calling
    thread, and prefetch 2 = a background thread), (b) training: `TrainStep` steps/s with that loader
-   (small preset, MLP 3x256, batch 256, n_step 50, eager, 1 thread), and reports VmHWM (peak RSS,
+   (small preset, MLP 3x256, batch 256, n_step 50, eager, 1 thread, --device cpu by default; on a GPU
+   the RAM loader is device-resident and the sharded one goes through pinned buffers), and reports VmHWM (peak RSS,
    file-backed mapped pages included), RssAnon and RssFile at the end.
 3. ddp: `train()` through torchrun's launcher (`evor_edge.distributed.launch_train`) on the memmap
    dataset, 1 process vs K processes (K = --nproc, default: the GPU count, else 2 CPU processes with
@@ -130,14 +131,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from evor_edge.train_step import DeviceBatches, ShardedBatches, TrainStep
 
     torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
+    from evor_edge.device import resolve_device
+
+    device = resolve_device(args.device)
+    on_cuda = device.type == "cuda"
     load_before = _load()
     dataset = ShardedDataset(args.dir)
     shards = None if args.loader == "memmap-all" else args.ram_shards
     opened = time.perf_counter()
     reader = dataset.reader(50, shards=shards)
     result: dict[str, Any] = {"loader": args.loader, "transitions": reader.size, "shards": len(reader.shards),
-                              "batch_size": args.batch_size}
+                              "batch_size": args.batch_size, "device": str(device)}
     if args.loader == "ram":
         arrays = reader.to_arrays()
         reader.release()
@@ -147,7 +151,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["ram_bytes"] = int(sum(v.nbytes for v in arrays.values()))
 
         def make(prefetch: int) -> Any:
-            return DeviceBatches(tensors, device, args.batch_size, generator=torch.Generator().manual_seed(0))
+            return DeviceBatches(tensors, device, args.batch_size,
+                                 generator=None if on_cuda else torch.Generator().manual_seed(0))
     else:
         result["open_seconds"] = round(time.perf_counter() - opened, 2)
 
@@ -162,10 +167,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if hasattr(batches, "close"):
             batches.close()
     batches = make(2)
-    trainer = TrainStep(_agent(device), batches, "eager", noise_generator=torch.Generator().manual_seed(1))
-    for _ in range(3):
+    trainer = TrainStep(_agent(device), batches, "eager",
+                        noise_generator=None if on_cuda else torch.Generator().manual_seed(1))
+
+    def step() -> None:
         trainer.step()
-    rate, calls = _rate(trainer.step, args.train_seconds, min_calls=10)
+        if on_cuda:
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):
+        step()
+    rate, calls = _rate(step, args.train_seconds, min_calls=10)
     result["train_steps_per_s"] = round(rate, 2)
     result["train_steps"] = calls
     if hasattr(batches, "close"):
@@ -177,7 +189,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def _child(args: argparse.Namespace, loader: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--measure", loader, "--dir", args.dir, "--ram-shards", str(args.ram_shards),
-           "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+           "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device,
            "--sample-seconds", str(args.sample_seconds), "--train-seconds", str(args.train_seconds)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
@@ -308,6 +320,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="Loader comparison: cpu, cuda or auto (eager steps there).")
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--train-seconds", type=float, default=15.0)
     parser.add_argument("--nproc", type=int, default=None, help="DDP processes (0 skips; default GPUs or 2).")

@@ -749,7 +749,7 @@ class ShardedDataset:
         if abs(float(self.header["discount"]) - discount) > 1e-12:
             raise ShardError(f"{self.path} stores targets at discount {self.header['discount']}, training asks for "
                              f"{discount}: convert again with --discount {discount}")
-        if reward_model != "mc" and n_step not in stored:
+        if n_step not in stored:  # the reader gathers x'_{t,n} for every reward model
             raise ShardError(f"{self.path} stores n-step targets for n in {stored}, training asks for n_step={n_step}: "
                              f"convert again with --n-step {','.join(str(n) for n in sorted({*stored, n_step}))}")
 
