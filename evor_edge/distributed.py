@@ -242,6 +242,8 @@ def launch_train(nproc: int, *train_args: Any, **train_kwargs: Any) -> dict[str,
 
     if nproc <= 1:
         return train(*train_args, **train_kwargs)
+    if world_from_env().distributed:
+        raise DistributedError("--nproc starts its own ranks: leave it out under torchrun (or drop torchrun)")
     config = train_kwargs.get("config", train_args[2] if len(train_args) > 2 else None)
     if config is not None:
         per_rank_batch(config.batch_size, nproc)

@@ -108,6 +108,9 @@ def test_world_from_env_and_batch_split(monkeypatch, tmp_path: Path) -> None:
         launch_train(3, None, "x.npz", cfg, tmp_path / "run")
     # under torchrun, every rank refuses before the ranks meet; only rank 0 prints (the others exit 2)
     data = _toy_file(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistributedError, match="leave it out under torchrun"):
+        launch_train(2, None, data, preset_config("small"), tmp_path / "run")
     for rank, expected in ((0, DistributedError), (1, SystemExit)):
         monkeypatch.setenv("WORLD_SIZE", "2")
         monkeypatch.setenv("RANK", str(rank))
