@@ -77,6 +77,7 @@ class DiagnoseSettings:
     follow_num_candidates: int | None = None
     follow_num_rtg: int | None = 8
     oracle_steps: int = 1000
+    scan_every: int | None = 25
     discount: float | None = None
     seed: int = 0
     threads: int | None = None
@@ -85,7 +86,7 @@ class DiagnoseSettings:
         for name in ("states", "episodes", "num_candidates", "q_repeats", "rollouts", "horizon", "oracle_steps"):
             if int(getattr(self, name)) < 1:
                 raise DiagnoseError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_rtg", "follow_num_candidates", "follow_num_rtg", "max_steps", "threads"):
+        for name in ("num_rtg", "follow_num_candidates", "follow_num_rtg", "max_steps", "threads", "scan_every"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise DiagnoseError(f"{name} must be >= 1, got {value}")
@@ -353,6 +354,10 @@ def _diagnose_with(policy: Any, probe: Any, access: StateAccess, engine_dir: str
         "states": results,
     }
     report["summary"] = summarize(results)
+    if access.has_oracle and s.scan_every:
+        scan = _scan(recorded, runner, accesses[0], s, tau_r, tau_q, num_rtg, cache, say)
+        report["scan"] = {"every": s.scan_every, "states": scan, "summary": summarize_scan(scan)}
+        _scan_verdict(report)
     if plot_path:
         report["plot"] = plot_diagnosis(report, plot_path)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -554,6 +559,7 @@ def _diagnose_state(rec: dict[str, Any], step: int, runner: EngineRunner, access
             "spearman_q_star_pooled": spearman(q, pooled),
         })
     if oracle_dir is not None:
+        out.update(_decision_costs(access0, snap, cand, q, chosen, s.oracle_steps, cache))
         oracle_mc = float(mc_mean[cand_k])
         v_star = _oracle_value(access0, snap, gamma, s.oracle_steps, cache)
         angles = np.array([_angle_deg(c, oracle_dir) for c in cand])
@@ -649,6 +655,105 @@ def _follow_oracle(access: StateAccess, gamma: float, steps: int, cache: dict[An
     return total, disc, last
 
 
+def oracle_continuation_steps(access: StateAccess, snap: dict[str, np.ndarray], first: np.ndarray | None,
+                              limit: int, cache: dict[Any, np.ndarray]) -> int | None:
+    """Steps to the goal when `first` is taken at the saved state and the noise-free oracle acts from then on
+    (`first` None: the oracle from the start, d*). None if the goal is not reached within `limit` steps.
+    Deterministic in a point maze: a decision's cost without Monte-Carlo noise."""
+    access.restore(snap)
+    steps = 0
+    if first is not None:
+        _ob, _r, terminated, _t, _info = access.env.step(first)
+        steps = 1
+        if terminated:
+            return steps
+    for _ in range(limit):
+        _ob, _r, terminated, truncated, _info = access.env.step(access.oracle_action(cache))
+        steps += 1
+        if terminated:
+            return steps
+        if truncated:
+            return None
+    return None
+
+
+def _decision_costs(access: StateAccess, snap: dict[str, np.ndarray], cand: np.ndarray, q: np.ndarray,
+                    chosen: int, limit: int, cache: dict[Any, np.ndarray]) -> dict[str, Any]:
+    """Each candidate's cost in oracle steps (candidate, then the oracle) against the oracle's own d*:
+    steps_lost_chosen = ranking loss, steps_lost_best = coverage loss (both in steps of the goal's distance)."""
+    d_star = oracle_continuation_steps(access, snap, None, limit, cache)
+    steps = [oracle_continuation_steps(access, snap, c, limit, cache) for c in cand]
+    if d_star is None or any(x is None for x in steps):
+        return {"d_star": d_star, "oracle_continuation_steps": steps, "steps_lost_chosen": None,
+                "steps_lost_best": None}
+    arr = np.array(steps, dtype=np.float64)
+    return {
+        "d_star": int(d_star),
+        "oracle_continuation_steps": [int(x) for x in steps],
+        "steps_lost_chosen": float(arr[chosen] - arr.min()),   # ranking: a better candidate was there
+        "steps_lost_best": float(arr.min() - d_star),          # coverage: no candidate as good as the oracle
+        "steps_lost_total": float(arr[chosen] - d_star),
+        "spearman_q_star_oracle_continuation": spearman(q, -arr),
+    }
+
+
+def _scan(recorded: list[dict[str, Any]], runner: EngineRunner, access: StateAccess, s: DiagnoseSettings,
+          tau_r: float, tau_q: float, num_rtg: int, cache: dict[Any, np.ndarray], say: Any) -> list[dict[str, Any]]:
+    """Every `scan_every`-th recorded state: one tick's candidates and choice, each costed with the oracle."""
+    rows = []
+    rng = np.random.default_rng(s.seed + 104729)
+    evor = runner.kind == "evor"
+    for e, rec in enumerate(recorded):
+        for t in range(0, len(rec["obs"]), int(s.scan_every or 1)):
+            if rec["reward"][t] == 0.0:
+                continue
+            obs = rec["obs"][t][None, :]
+            noise_a = rng.standard_normal((1, s.num_candidates, runner.act_dim), dtype=np.float32)
+            noise_z = rng.standard_normal((1, s.num_candidates, num_rtg), dtype=np.float32) if evor else None
+            cand, values = runner.run(obs, noise_a, noise_z)
+            q = runner.q_values(values, tau_r)[0]
+            chosen = int(_select_shared(q[None, :], tau_q, rng.random(1))[0])
+            costs = _decision_costs(access, rec["snap"][t], cand[0], q, chosen, s.oracle_steps, cache)
+            access.restore(rec["snap"][t])
+            oracle_dir = access.oracle_action(cache)
+            angles = np.array([_angle_deg(c, oracle_dir) for c in cand[0]])
+            rows.append({"episode": e, "step": t, **costs, "chosen_angle_to_oracle_deg": float(angles[chosen]),
+                         "min_angle_to_oracle_deg": float(np.nanmin(angles))})
+        say(f"scan: episode {e} done ({len(rows)} states)")
+    return rows
+
+
+def summarize_scan(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean steps lost per decision, split into coverage (best candidate vs oracle) and ranking (chosen vs best)."""
+    ok = [r for r in rows if r.get("steps_lost_chosen") is not None]
+    if not ok:
+        return {"states": len(rows), "costed_states": 0}
+    rank = np.array([r["steps_lost_chosen"] for r in ok])
+    cov = np.array([r["steps_lost_best"] for r in ok])
+    rhos = [r["spearman_q_star_oracle_continuation"] for r in ok
+            if r["spearman_q_star_oracle_continuation"] is not None]
+    total = rank + cov
+    if total.mean() < 0.25:
+        verdict = "neither"
+    elif rank.mean() >= cov.mean():
+        verdict = "ranking"
+    else:
+        verdict = "coverage"
+    return {
+        "states": len(rows),
+        "costed_states": len(ok),
+        "mean_steps_lost_per_decision": float(total.mean()),
+        "mean_steps_lost_ranking": float(rank.mean()),
+        "mean_steps_lost_coverage": float(cov.mean()),
+        "fraction_chosen_not_best": float(np.mean(rank > 0)),
+        "fraction_decisions_without_progress": float(np.mean(total >= 1.0)),
+        "median_spearman_q_star_oracle_continuation": float(np.median(rhos)) if rhos else None,
+        "mean_min_angle_to_oracle_deg": float(np.mean([r["min_angle_to_oracle_deg"] for r in ok])),
+        "mean_chosen_angle_to_oracle_deg": float(np.mean([r["chosen_angle_to_oracle_deg"] for r in ok])),
+        "verdict": verdict,
+    }
+
+
 def _oracle_value(access: StateAccess, snap: dict[str, np.ndarray], gamma: float, steps: int,
                   cache: dict[Any, np.ndarray]) -> float:
     """V*: the oracle's return from the state, in the dataset's units."""
@@ -741,6 +846,25 @@ def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _scan_verdict(report: dict[str, Any]) -> None:
+    """Where the oracle costs every decision exactly, its split of the steps lost is the verdict."""
+    sc = report["scan"]["summary"]
+    if not sc.get("costed_states"):
+        return
+    sm = report["summary"]
+    sm["mc_verdict"] = sm["verdict"]
+    sm["verdict"] = sc["verdict"]
+    sm["explanation"] = (
+        f"over {sc['costed_states']} decisions along the recorded episodes (every {report['scan']['every']}th "
+        f"state), the chosen candidate costs {sc['mean_steps_lost_per_decision']:.2f} oracle steps more than the "
+        f"oracle's own action: {sc['mean_steps_lost_ranking']:.2f} of them because Q* did not pick the best "
+        f"candidate (ranking; {100 * sc['fraction_chosen_not_best']:.0f}% of decisions) and "
+        f"{sc['mean_steps_lost_coverage']:.2f} because no candidate was as good as the oracle (coverage); "
+        f"{100 * sc['fraction_decisions_without_progress']:.0f}% of decisions make no net progress. "
+        f"Monte-Carlo with the policy's own continuation (at {sm['states']} states): {sm['mc_verdict']}; "
+        + sm["explanation"])
+
+
 def human_summary(report: dict[str, Any]) -> str:
     sm = report["summary"]
     lines = [f"{report['task']}: {report['kind']} engine {report['engine_dir']}; recorded episodes "
@@ -755,6 +879,9 @@ def human_summary(report: dict[str, Any]) -> str:
                 f"spearman(Q*, MC) {fmt(st['spearman_q_star_mc'])}"
                 + (f", pooled {fmt(st.get('spearman_q_star_pooled_mc'))}" if "q_star_pooled" in st else "")
                 + f"; regret {st['regret']:.2f}; MC best {max(st['mc_mean']):.2f}, chosen {st['mc_chosen']:.2f}")
+        if st.get("steps_lost_chosen") is not None:
+            line += (f"; oracle-costed steps lost: chosen {st['steps_lost_chosen']:.1f} (ranking), best "
+                     f"{st['steps_lost_best']:.1f} (coverage)")
         if st.get("coverage_gap") is not None:
             line += (f"; oracle-first {st['mc_oracle_first']:.2f}, V* {st['v_star']:.2f}; coverage gap "
                      f"{st['coverage_gap']:.2f}; min angle to oracle {st['min_angle_to_oracle_deg']:.0f} deg "
@@ -767,6 +894,14 @@ def human_summary(report: dict[str, Any]) -> str:
                  f"{fmt(sm['median_spearman_rtg_mean_mc_informative'])}"
                  + (f"; single-draw Q* argmax = pooled argmax in {100 * sm['mean_argmax_agreement_with_pooled']:.0f}%"
                     if sm.get("mean_argmax_agreement_with_pooled") is not None else ""))
+    sc = (report.get("scan") or {}).get("summary") or {}
+    if sc.get("costed_states"):
+        lines.append(f"scan ({sc['costed_states']} decisions, every {report['scan']['every']}th state): steps lost per "
+                     f"decision {sc['mean_steps_lost_per_decision']:.2f} = ranking {sc['mean_steps_lost_ranking']:.2f}"
+                     f" + coverage {sc['mean_steps_lost_coverage']:.2f}; median spearman(Q*, -oracle steps) "
+                     f"{fmt(sc['median_spearman_q_star_oracle_continuation'])}; angle to oracle: best candidate "
+                     f"{sc['mean_min_angle_to_oracle_deg']:.0f} deg, chosen {sc['mean_chosen_angle_to_oracle_deg']:.0f}"
+                     " deg")
     lines.append(f"verdict: {sm['verdict']} ({sm['explanation']})")
     if report.get("plot"):
         lines.append(f"plot: {report['plot']}")

@@ -87,6 +87,9 @@ def _steps(value: str | None) -> tuple[int, ...] | None:
 @click.option("--follow-num-rtg", default=8, show_default=True, type=click.IntRange(min=1),
               help="N of the policy followed in the rollouts (the cost driver; the manifest's N for the exact "
                    "deployed policy).")
+@click.option("--scan-every", default=25, show_default=True, type=click.IntRange(min=0),
+              help="Point mazes: also cost one decision every k recorded steps with the oracle (the candidate, then "
+                   "the noise-free oracle: steps lost, no Monte-Carlo noise); 0 = off.")
 @click.option("--discount", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Discount of the Monte-Carlo returns [default: the engine's training discount].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode seeds and all policy noise.")
@@ -98,7 +101,8 @@ def _steps(value: str | None) -> tuple[int, ...] | None:
 def diagnose_command(engine_dir: str, task: str, states: int, at_steps: str | None, episodes: int,
                      max_steps: int | None, num_candidates: int, num_rtg: int | None, tau_r: float | None,
                      tau_q: float | None, q_repeats: int, rollouts: int, horizon: int, tail: str,
-                     follow_num_candidates: int | None, follow_num_rtg: int, discount: float | None, seed: int,
+                     follow_num_candidates: int | None, follow_num_rtg: int, scan_every: int,
+                     discount: float | None, seed: int,
                      threads: int | None, plot_path: str | None, out_path: str | None, as_json: bool) -> None:
     """Why does ENGINE_DIR fail TASK? Actor coverage against critic ranking, measured in the simulator.
 
@@ -107,7 +111,8 @@ def diagnose_command(engine_dir: str, task: str, states: int, at_steps: str | No
     (as the runtime does), resets the simulator to the saved state (qpos, qvel, goal), takes each candidate
     and follows the same policy for --horizon steps (--rollouts times, common random numbers), and
     compares Q* with these Monte-Carlo returns (dataset units: OGBench's singletask reward, the critic's).
-    Point mazes also get the noise-free oracle's action and return (V*).
+    Point mazes also get the noise-free oracle's action and return (V*), and a scan costing one decision
+    every --scan-every steps exactly: each candidate, then the oracle, in steps to the goal.
 
     \b
     Reports per state and overall:
@@ -115,7 +120,8 @@ def diagnose_command(engine_dir: str, task: str, states: int, at_steps: str | No
       regret             MC of the best candidate - MC of the chosen one (ranking loss)
       coverage gap       MC of the oracle action - MC of the best candidate (actor loss)
       angle to oracle    is any candidate heading the right way?
-      verdict            coverage, ranking or neither (against the Monte-Carlo noise)
+      steps lost         (scan) chosen vs best candidate = ranking, best candidate vs oracle = coverage
+      verdict            coverage, ranking or neither
 
     \b
     Cost: (N_pi + 1) x --rollouts simulators stepped --horizon ticks, one engine call per tick at
@@ -129,7 +135,8 @@ def diagnose_command(engine_dir: str, task: str, states: int, at_steps: str | No
         states=states, at_steps=_steps(at_steps), episodes=episodes, max_steps=max_steps,
         num_candidates=num_candidates, num_rtg=num_rtg, tau_r=tau_r, tau_q=tau_q, q_repeats=q_repeats,
         rollouts=rollouts, horizon=horizon, tail=tail, follow_num_candidates=follow_num_candidates,
-        follow_num_rtg=follow_num_rtg, discount=discount, seed=seed, threads=threads)
+        follow_num_rtg=follow_num_rtg, scan_every=scan_every or None, discount=discount, seed=seed,
+        threads=threads)
     if plot_path:
         _check_writable(plot_path, "--plot")
     if out_path:

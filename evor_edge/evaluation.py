@@ -73,9 +73,9 @@ def _mp4_available() -> bool:
 
 def check_renderer(task: str, size: int = 16) -> str:
     """Render one frame of `task` offscreen; returns the MUJOCO_GL backend used, or raises one ValueError line."""
-    from evor_edge.datasets import make_env
-
     import warnings
+
+    from evor_edge.datasets import make_env
 
     backend = os.environ.get("MUJOCO_GL", "")
     env = make_env(task, render_mode="rgb_array", width=size, height=size)

@@ -156,6 +156,10 @@ def test_diagnose_end_to_end_on_a_fixture_engine(tmp_path: Path) -> None:
         assert st["v_star"] > -100.0 and st["coverage_gap"] == pytest.approx(0.0, abs=1e-6)
         assert 0.0 <= st["min_angle_to_oracle_deg"] <= st["chosen_angle_to_oracle_deg"] <= 180.0
     assert report["summary"]["verdict"] == "neither"
+    scan = report["scan"]  # every 25th recorded state (here only the start), each decision costed by the oracle
+    assert [r["step"] for r in scan["states"]] == [0] and scan["summary"]["costed_states"] == 1
+    row = scan["states"][0]
+    assert min(row["oracle_continuation_steps"]) - row["d_star"] == row["steps_lost_best"]
 
     result = _run(str(engine), *common, "--at-steps", "3")  # human summary, oracle tail (auto)
     assert result.exit_code == 0, result.output
@@ -216,3 +220,21 @@ def test_diagnose_refuses_a_simulator_that_does_not_reproduce_a_restored_state(
     result = _run(str(engine), "--env", TASK, "--threads", "1")
     assert result.exit_code == 2 and "cannot be reset to a saved state faithfully" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_oracle_continuation_costs_a_decision_in_steps(maze: StateAccess) -> None:
+    """Known answers: the oracle's own action costs d*; standing still for one step costs d* + 1."""
+    from evor_edge.diagnose import _decision_costs, oracle_continuation_steps
+
+    maze.env.reset(seed=11)
+    snap, cache = maze.snapshot(), {}
+    d_star = oracle_continuation_steps(maze, snap, None, 2000, cache)
+    maze.restore(snap)
+    towards = maze.oracle_action(cache)
+    assert oracle_continuation_steps(maze, snap, towards, 2000, cache) == d_star
+    still = np.zeros(2, dtype=np.float32)
+    assert oracle_continuation_steps(maze, snap, still, 2000, cache) == d_star + 1
+    costs = _decision_costs(maze, snap, np.stack([towards, still]), np.array([0.0, 1.0]), 1, 2000, cache)
+    assert costs["steps_lost_chosen"] == 1.0 and costs["steps_lost_best"] == 0.0  # Q* picked the idle one
+    assert costs["spearman_q_star_oracle_continuation"] == pytest.approx(-1.0)
+    assert oracle_continuation_steps(maze, snap, None, 3, cache) is None  # not within the limit
