@@ -7,7 +7,6 @@ internal error prints one line too (set EVOR_EDGE_DEBUG=1 for the traceback) wit
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -17,40 +16,10 @@ from typing import Any
 
 import click
 
+from evor_edge.cli_errors import friendly_errors
+
 DEFAULT_TASK = "pointmaze-medium-navigate-singletask-task1-v0"
 DEFAULT_DATASET = "pointmaze-medium-navigate-v0"
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Error classes whose message is meant for the user (all ValueError subclasses) plus OS errors."""
-    return (ValueError, OSError)
-
-
-def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except _user_error_types() as exc:
-            if os.environ.get("EVOR_EDGE_DEBUG"):
-                raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
-            sys.exit(2)
-        except Exception as exc:  # noqa: BLE001 - the CLI must never print a bare traceback
-            if os.environ.get("EVOR_EDGE_DEBUG"):
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"error: internal {type(exc).__name__}: {first} (EVOR_EDGE_DEBUG=1 shows the traceback)",
-                       err=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
@@ -201,9 +170,10 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 @main.command()
 @click.option("--env", "task", help="OGBench singletask name, e.g. " + DEFAULT_TASK + ". Needed for an OGBench "
               "raw file; optional (recorded) for a self-contained dataset file.")
-@click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False),
-              help="A self-contained dataset file (docs/datasets.md: a robot's own logs, or `data import`) or an "
-                   "OGBench-format .npz (its -val.npz beside it). Default: ~/.ogbench/data/<dataset>.npz")
+@click.option("--dataset", "dataset_path", type=click.Path(),
+              help="A self-contained dataset file (docs/datasets.md: a robot's own logs, or `data import`), an "
+                   "OGBench-format .npz (its -val.npz beside it), or a directory from `data convert` (sharded, "
+                   "read row by row). Default: ~/.ogbench/data/<dataset>.npz")
 @click.option("--agent", type=click.Choice(["evor", "qc"]), default="evor", show_default=True,
               help="evor = flow BC + flow-based TD reward-to-go model; qc = the QC-1 baseline.")
 @click.option("--preset", type=click.Choice(["paper", "small"]), default="small", show_default=True,
@@ -228,6 +198,9 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 @click.option("--weights-only", is_flag=True,
               help="Checkpoints without optimizer state (a third of the size; they export but cannot resume).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads (default: half the cores).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel processes on this machine (DDP via torchrun's launcher: gloo on the CPU, nccl "
+                   "with one GPU per process); --batch-size is then the global batch, split evenly.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override any TrainConfig field, e.g. --set target_ema=0.02 --set hidden_dims=256,256 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -235,8 +208,8 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 def train(task: str | None, dataset_path: str | None, agent: str, preset: str, steps: int | None,
           batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
           resume: bool, device: str, step_mode: str, action_low: str | None, action_high: str | None,
-          weights_only: bool, time_limit: float | None, threads: int | None, overrides: tuple[str, ...],
-          as_json: bool) -> None:
+          weights_only: bool, time_limit: float | None, threads: int | None, nproc: int,
+          overrides: tuple[str, ...], as_json: bool) -> None:
     """Train an EVOR (or QC-1) agent on an offline dataset.
 
     \b
@@ -250,7 +223,7 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
     --resume, also on another device.
     """
     from evor_edge.config import preset_config
-    from evor_edge.train import train as run_training
+    from evor_edge.distributed import launch_train
 
     if dataset_path is None:
         if task is None:
@@ -266,9 +239,11 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
     flags = dict(steps=steps, batch_size=batch_size, reward_model=reward_model, checkpoint_every=checkpoint_every,
                  seed=seed)
     config = preset_config(preset, agent=agent, **{**flags, **parse_overrides(overrides)})
-    summary = run_training(task, dataset_path, config, out, resume=resume, threads=threads, device=device,
+    summary = launch_train(nproc, task, dataset_path, config, out, resume=resume, threads=threads, device=device,
                            step_mode=step_mode, action_low=action_low, action_high=action_high,
                            save_optimizer=not weights_only, time_limit_s=time_limit)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 prints the summary
+        return
     emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
          f"({r['ms_per_step']} ms/step on {r['device']}, {r['step_mode']}); checkpoint {r['checkpoint']}")
 
@@ -594,9 +569,14 @@ def quickstart(out: str, episodes: int, steps: int, eval_episodes: int, as_json:
          f"\nsuccess: {r['summary']}")
 
 
-from evor_edge.trt_command import trt_check_command  # noqa: E402  (imports only click at module level)
+from evor_edge.data_commands import convert_command, verify_command  # noqa: E402  (import only click)
+from evor_edge.diagnose_command import diagnose_command  # noqa: E402
+from evor_edge.trt_command import trt_check_command  # noqa: E402
 
 main.add_command(trt_check_command)
+main.add_command(diagnose_command)
+data.add_command(convert_command)
+data.add_command(verify_command)
 
 
 if __name__ == "__main__":

@@ -7,32 +7,12 @@ Ctrl-C prints ``interrupted`` and exits 130 (a conversion then continues with --
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
-
-def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except (ValueError, OSError) as exc:
-            if os.environ.get("EVOR_EDGE_DEBUG"):
-                raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
-            sys.exit(2)
-
-    return wrapper
+from evor_edge.cli_errors import friendly_errors
 
 
 def _n_steps(value: str) -> tuple[int, ...]:
@@ -65,7 +45,7 @@ def _gb(n: int) -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted conversion (OUT.partial) after its last "
               "finished shard.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_one_line_errors
+@friendly_errors
 def convert_command(src: str, out: str, task: str | None, n_steps: str, discount: float, action_low: str | None,
                     action_high: str | None, resume: bool, as_json: bool) -> None:
     """Convert SRC into the memory-mapped sharded layout (docs/datasets.md) that `train --dataset DIR` reads.
@@ -97,7 +77,7 @@ def convert_command(src: str, out: str, task: str | None, n_steps: str, discount
 @click.command("verify")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_one_line_errors
+@friendly_errors
 def verify_command(dataset_dir: str, as_json: bool) -> None:
     """Check every array of a converted dataset against the sha256 in its header (reads every byte).
 

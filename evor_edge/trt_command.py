@@ -6,31 +6,12 @@ Registered in `evor_edge.cli` with ``main.add_command(trt_check_command)``. Self
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-
-def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """ValueError / OSError (EngineError, TrtCheckError, ...) -> `error: <first line>` and exit status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, OSError) as exc:
-            if os.environ.get("EVOR_EDGE_DEBUG"):
-                raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
-            sys.exit(2)
-
-    return wrapper
+from evor_edge.cli_errors import friendly_errors
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -53,7 +34,7 @@ def _summary(result: dict[str, Any]) -> str:
               help="TensorRT flavour (default: $EVOR_EDGE_TRT_CHECK or auto = tensorrt with a GPU, else "
                    "TensorRT-RTX, which builds on a CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_one_line_errors
+@friendly_errors
 def trt_check_command(engine_dir: str, tool: str | None, as_json: bool) -> None:
     """Parse ENGINE_DIR/engine.onnx with TensorRT's ONNX parser and build it with the build_trt.sh profile.
 
