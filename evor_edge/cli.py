@@ -82,6 +82,8 @@ def main() -> None:
       evor-edge bench engines/pm --hz 50 --fit
     Or all of it on a small default: evor-edge quickstart
     """
+    if not sys.stderr.isatty():  # a log file gets a progress line per 30 s, not every redraw
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -238,10 +240,15 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
         split_task_name(task)
     flags = dict(steps=steps, batch_size=batch_size, reward_model=reward_model, checkpoint_every=checkpoint_every,
                  seed=seed)
-    config = preset_config(preset, agent=agent, **{**flags, **parse_overrides(overrides)})
+    set_fields = parse_overrides(overrides)
+    config = preset_config(preset, agent=agent, **{**flags, **set_fields})
+    context = click.get_current_context()
+    given = [name for name in ("agent", "preset", *flags)
+             if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     summary = launch_train(nproc, task, dataset_path, config, out, resume=resume, threads=threads, device=device,
                            step_mode=step_mode, action_low=action_low, action_high=action_high,
-                           save_optimizer=not weights_only, time_limit_s=time_limit)
+                           save_optimizer=not weights_only, time_limit_s=time_limit,
+                           explicit_fields=[*given, *set_fields])
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 prints the summary
         return
     emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "

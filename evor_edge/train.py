@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +151,13 @@ def train(
     save_optimizer: bool = True,
     time_limit_s: float | None = None,
     prefetch: int = 2,
+    explicit_fields: Collection[str] = (),
 ) -> dict[str, Any]:
     """Train `config.agent` on a dataset into run directory `out`; return a summary dict.
+
+    `explicit_fields`: the config fields the user set for this call (CLI flags, --set). On `resume` the run
+    keeps its stored configuration: `steps` is applied (and recorded in config.json), any other explicit
+    field whose value differs from the stored one is refused with one line naming it (never ignored).
 
     `task` is the OGBench single-task name (needed for OGBench raw files, recorded otherwise; None for a
     robot's own data). `dataset_path` may be a converted directory (memory-mapped shards). `dataset` may pass
@@ -168,7 +173,7 @@ def train(
     world = world_from_env()
     try:
         prepared = _prepare(world, task, dataset_path, config, out, resume, dataset, device, step_mode, action_low,
-                            action_high)
+                            action_high, explicit_fields)
     except (ValueError, OSError):
         if world.distributed and not world.is_main:
             raise SystemExit(2) from None  # every rank found the same problem; rank 0 reports it in one line
@@ -184,7 +189,7 @@ def train(
 
 def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str], config: TrainConfig,
              out: str | os.PathLike[str], resume: bool, dataset: Any, device: str, step_mode: str,
-             action_low: Any, action_high: Any) -> dict[str, Any]:
+             action_low: Any, action_high: Any, explicit_fields: Collection[str] = ()) -> dict[str, Any]:
     """Everything that can refuse the run, read-only: run directory, device, step mode, batch split, data,
     checkpoint. Runs on every rank before the ranks meet."""
     run_dir = Path(out)
@@ -213,12 +218,28 @@ def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str
                                  optimizer_flags=optimizer_flags(torch_device, mode))
         if loaded.meta.get("extra", {}).get("task") not in (None, task):
             raise RunError(f"{run_dir} was trained on {loaded.meta['extra']['task']!r}, not {task!r}")
+        refuse_changed_fields(loaded.agent.config, config, explicit_fields)
         config = loaded.agent.config.replace(steps=config.steps)
         batch = per_rank_batch(config.batch_size, world.world_size)
     if isinstance(data_source, ShardedDataset):
         data_source.check_targets(config.n_step, config.discount, config.reward_model)
     return {"run_dir": run_dir, "device": torch_device, "mode": mode, "batch": batch, "data": data_source,
             "task": task, "config": config, "loaded": loaded}
+
+
+# How a config field is set on the command line, for messages.
+FIELD_FLAGS = {"agent": "--agent", "preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
+               "reward_model": "--reward-model", "checkpoint_every": "--checkpoint-every", "seed": "--seed"}
+
+
+def refuse_changed_fields(stored: TrainConfig, given: TrainConfig, explicit_fields: Collection[str]) -> None:
+    """A resumed run keeps its configuration: an explicitly given value that differs is an error, not ignored."""
+    for name in sorted(set(explicit_fields) - {"steps"}):
+        old, new = getattr(stored, name), getattr(given, name)
+        if old != new:
+            flag = FIELD_FLAGS.get(name, f"--set {name}=...")
+            raise RunError(f"--resume: {flag} gives {name}={new!r} but the run was trained with {old!r} (config.json); "
+                           "a resumed run keeps its configuration: drop the flag, or train a new run")
 
 
 def _rank_rng_states(step_dir: Path, rank: int) -> dict[str, torch.Tensor]:
@@ -305,6 +326,10 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
                   "distributed": distributed_info, "data": data_info}
         if rng_note:
             header["resume_note"] = rng_note
+        if loaded is not None:  # the history of resumes: where each started and what it changed
+            previous = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+            header["resumes"] = [*previous.get("resumes", []), {
+                "from_step": start_step, "steps": config.steps, "device": header["device"], "step_mode": mode}]
         (run_dir / "config.json").write_text(json.dumps(header, indent=2))
 
     on_cuda = torch_device.type == "cuda"
@@ -373,7 +398,8 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
-                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.endswith("loss")})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.endswith("loss")},
+                                refresh=sys.stderr.isatty())
                 if on_log and world.is_main:
                     on_log(record)
             if step % config.checkpoint_every == 0 or step == config.steps:

@@ -195,6 +195,17 @@ def test_d4rl_file_with_new_dims_trains_exports_and_runs_in_evor_policy(tmp_path
                  "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["steps"] == 6
+    header = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert header["resumes"] == [{"from_step": 4, "steps": 6, "device": header["device"], "step_mode": "eager"}]
+    # --resume never ignores a flag: a changed setting is refused in one line, an unchanged one is fine.
+    for flag, value in (("--seed", "3"), ("--set", "learning_rate=0.001"), ("--agent", "qc")):
+        result = run("train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--steps", "8", "--resume",
+                     flag, value)
+        assert result.exit_code == 2 and "a resumed run keeps its configuration" in result.output, result.output
+        assert flag.split()[0] in result.output
+    result = run("train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--steps", "7", "--resume",
+                 "--set", "hidden_dims=16,16", "--seed", "0", "--json")
+    assert result.exit_code == 0, result.output
 
 
 def test_minari_dataset_imports_and_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ step loop (`record_steps`) and the episode loop with redraws (`run_episodes`).""
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -109,7 +110,7 @@ def run_episodes(name: str, rec: Recorder, n_episodes: int, run_episode: Episode
             in_a_row = 0
             rec.keep_episode(goals)
             bar.update(1)
-            bar.set_postfix(goals_per_ep=f"{np.mean(rec.goals):.1f}", discarded=discarded)
+            bar.set_postfix(goals_per_ep=f"{np.mean(rec.goals):.1f}", discarded=discarded, refresh=sys.stderr.isatty())
     return discarded
 
 
