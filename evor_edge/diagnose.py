@@ -928,7 +928,20 @@ def plot_diagnosis(report: dict[str, Any], path: str | Path) -> str:
             ax.axhline(st["mc_oracle_first"], color="green", lw=1, ls="--", label="oracle action")
             ax.axhline(st["v_star"], color="black", lw=1, ls=":", label="V* (oracle)")
         rho = st["spearman_q_star_mc"]
-        ax.set_title(f"step {st['step']}: rho {'n/a' if rho is None else f'{rho:.2f}'}", fontsize=9)
+        title = f"step {st['step']}: rho(Q*, MC) {'n/a' if rho is None else f'{rho:.2f}'}"
+        if st.get("oracle_continuation_steps") and None not in st["oracle_continuation_steps"]:
+            twin = ax.twinx()
+            twin.scatter(q, st["oracle_continuation_steps"], marker="x", s=16, color="tab:orange",
+                         label="steps to goal (candidate, then oracle)")
+            twin.axhline(st["d_star"], color="tab:orange", lw=0.8, ls=":")
+            twin.set_ylabel("steps to goal, oracle after", fontsize=7, color="tab:orange")
+            twin.tick_params(labelsize=6, colors="tab:orange")
+            twin.invert_yaxis()  # fewer steps = better, upwards like the returns
+            rho_o = st.get("spearman_q_star_oracle_continuation")
+            title += f", (Q*, -steps) {'n/a' if rho_o is None else f'{rho_o:.2f}'}"
+            if ax is axes[0, 0]:
+                twin.legend(fontsize=6, loc="lower left")
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("Q*", fontsize=8)
         ax.set_ylabel("MC return", fontsize=8)
         ax.tick_params(labelsize=7)
