@@ -1,47 +1,17 @@
 """`evor-edge diagnose ENGINE_DIR --env TASK`: actor coverage against critic ranking, in the simulator.
 
-Registered in `evor_edge.cli` with ``main.add_command(diagnose_command)``. Self-contained error handling
-(the CLI's convention): a user error prints one ``error: ...`` line and exits 2; an unexpected internal
-error prints one line and exits 1 (EVOR_EDGE_DEBUG=1 shows the traceback).
+Registered in `evor_edge.cli` with ``main.add_command(diagnose_command)``; errors follow the CLI's convention
+(`evor_edge.cli_errors`): a user error prints one ``error: ...`` line and exits 2.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
-
-def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except (ValueError, OSError) as exc:
-            if os.environ.get("EVOR_EDGE_DEBUG"):
-                raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
-            sys.exit(2)
-        except Exception as exc:  # noqa: BLE001 - never a bare traceback
-            if os.environ.get("EVOR_EDGE_DEBUG"):
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"error: internal {type(exc).__name__}: {first} (EVOR_EDGE_DEBUG=1 shows the traceback)",
-                       err=True)
-            sys.exit(1)
-
-    return wrapper
+from evor_edge.cli_errors import friendly_errors
 
 
 def _steps(value: str | None) -> tuple[int, ...] | None:
@@ -97,7 +67,7 @@ def _steps(value: str | None) -> tuple[int, ...] | None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG: Q* against MC return per state.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write the JSON report here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_one_line_errors
+@friendly_errors
 def diagnose_command(engine_dir: str, task: str, states: int, at_steps: str | None, episodes: int,
                      max_steps: int | None, num_candidates: int, num_rtg: int | None, tau_r: float | None,
                      tau_q: float | None, q_repeats: int, rollouts: int, horizon: int, tail: str,
