@@ -42,7 +42,8 @@ def collect(results: Path) -> dict:
             "env": match.group("env") if match else task_name, "task": int(match.group("task")) if match else None,
             "agent": cfg.get("agent"), "config": cfg.get("preset"), "n_step": cfg.get("n_step"),
             "seed": cfg.get("seed"), "steps": train.get("steps"), "episodes": evaluation.get("episodes"),
-            "success": evaluation.get("success_rate"), "source": str(path),
+            "success": evaluation.get("success_rate"), "train_seconds": train.get("seconds"),
+            "eval_seconds": evaluation.get("seconds"), "source": str(path),
         })
     groups: dict[tuple, list[float]] = {}
     for run in runs:
@@ -50,7 +51,8 @@ def collect(results: Path) -> dict:
     summary = [{"env": k[0], "task": k[1], "agent": k[2], "config": k[3], "seeds": len(v),
                 "mean": statistics.fmean(v), "std": statistics.pstdev(v) if len(v) > 1 else 0.0}
                for k, v in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
-    return {"runs": runs, "summary": summary}
+    cpu_s = sum((r["train_seconds"] or 0) + (r["eval_seconds"] or 0) for r in runs)
+    return {"runs": runs, "summary": summary, "wall_hours_train_plus_eval": round(cpu_s / 3600, 2)}
 
 
 def markdown(table: dict) -> str:
