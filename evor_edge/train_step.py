@@ -1,4 +1,4 @@
-"""One training step on a device, in one of three forms that run the same `BaseAgent.losses`.
+"""One training step on a device, in one of four forms that all run the same `BaseAgent.losses`.
 
 * ``eager``: PyTorch eager mode (the reference).
 * ``compile``: `torch.compile` of the loss computation (forward, the critic target's Euler integrations,
@@ -17,7 +17,8 @@ in pinned host memory and each minibatch is gathered on the host and copied with
 into fixed device buffers (double-buffered pinned staging, so the copy overlaps the previous step).
 
 Memory-mapped sharded datasets (`ShardedBatches`, `evor_edge.shards`): each minibatch is gathered on
-the host from the shards' memory maps into preallocated (pinned on CUDA) buffers by a background thread
+the host from the shard files (preadv; EVOR_EDGE_SHARD_READ=mmap reads through memory maps instead) into
+preallocated (pinned on CUDA) buffers by a background thread
 a few batches ahead, then copied like the pinned path above. Indices of step s are a pure function of
 (seed, rank, s), so a resumed run continues the same stream.
 
