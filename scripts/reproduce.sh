@@ -24,12 +24,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out/data" "$out/results" "$out/logs"
 fast() { "$here/mkl_avx512.sh" "$@"; }
 
-dataset_for() {  # dataset_for NAME -> path (generated once, under a lock, with the official recipe)
+dataset_for() {  # dataset_for NAME -> path (generated once, under a per-dataset lock, with the official recipe)
   local name=$1 path="$out/data/$1.npz"
-  (
-    flock 9
-    [ -f "$path" ] || fast evor-edge data generate "$name" --out "$path" --json >"$out/results/dataset_$name.json"
-  ) 9>"$out/data/.lock"
+  if [ ! -f "$path" ]; then  # an existing dataset never waits behind another one's generation
+    (
+      flock 9
+      [ -f "$path" ] || fast evor-edge data generate "$name" --out "$path" --json >"$out/results/dataset_$name.json"
+    ) 9>"$out/data/.$name.lock"
+  fi
   echo "$path"
 }
 
