@@ -126,6 +126,17 @@ def tensors_from_dataset(train: dict[str, np.ndarray], config: TrainConfig) -> d
     return out
 
 
+def _started_without_checkpoint(run_dir: Path) -> bool:
+    """A run directory this tool started (config.json) that holds no checkpoint yet: only the files a run
+    writes at its start (config.json, metrics.jsonl, an empty checkpoints/)."""
+    if not (run_dir / "config.json").is_file():
+        return False
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.exists() and any(checkpoints.iterdir()):
+        return False
+    return all(p.name in ("config.json", "metrics.jsonl", "checkpoints") for p in run_dir.iterdir())
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metric lines logged after the checkpoint we resume from."""
     if not path.exists():
@@ -193,7 +204,13 @@ def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str
     """Everything that can refuse the run, read-only: run directory, device, step mode, batch split, data,
     checkpoint. Runs on every rank before the ranks meet."""
     run_dir = Path(out)
-    if resume:
+    if resume and _started_without_checkpoint(run_dir):
+        # killed before its first checkpoint: nothing trained is lost by starting again from step 0
+        if world.is_main:
+            print(f"note: {run_dir} has no checkpoint yet (the run stopped before its first one); "
+                  "starting it again from step 0", file=sys.stderr)
+        resume = False
+    elif resume:
         try:
             resolve_checkpoint(run_dir)
         except CheckpointError as exc:
@@ -309,8 +326,7 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
                         "rank_rows": "rows r, r + K, r + 2K, ... (disjoint)" if world.distributed else "all"}
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if loaded is not None:
-            _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+        _truncate_metrics(run_dir / "metrics.jsonl", start_step)  # a restart keeps no line past its start
         if sharded:
             data_info = {"layout": "sharded", "path": str(data_source.path), "transitions": data_source.size,
                          "shards": len(data_source.entries), "convention": data_source.convention,

@@ -88,3 +88,28 @@ def test_existing_run_dir_needs_resume_and_resume_needs_a_checkpoint(tmp_path: P
         _train(tmp_path / "run", "evor", 20)
     with pytest.raises(RunError, match="nothing to resume"):
         _train(tmp_path / "fresh", "evor", 20, resume=True)
+
+
+def test_run_killed_before_its_first_checkpoint_restarts_under_resume(tmp_path: Path) -> None:
+    """A run killed before its first checkpoint leaves config.json and a partial metrics.jsonl: plain
+    training still refuses the directory, --resume starts it again from step 0 (nothing trained was lost),
+    and the result equals a run that was never interrupted."""
+    straight = tmp_path / "straight"
+    _train(straight, "evor", 20)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text((straight / "config.json").read_text())
+    (killed / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": 1.0}) + "\n")
+    with pytest.raises(RunError, match="--resume"):
+        _train(killed, "evor", 20)
+    _train(killed, "evor", 20, resume=True)
+    a = load_checkpoint(straight).agent.state_dict()
+    b = load_checkpoint(killed).agent.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # the killed attempt's line is not kept beside the new one
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text("{}")
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="nothing to resume"):  # a directory with other files is never reused
+        _train(tmp_path / "foreign", "evor", 20, resume=True)
