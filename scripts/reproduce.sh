@@ -42,7 +42,7 @@ one_run() {  # one_run DATASET_NAME TASK AGENT SEED
   [ -s "$result" ] && return 0
   data=$(dataset_for "$1")
   local resume=
-  [ -f "$run/checkpoints/LATEST" ] && resume=--resume
+  [ -f "$run/config.json" ] && resume=--resume  # also a run killed before its first checkpoint
   fast evor-edge train --env "$env" --dataset "$data" --agent "$agent" --preset small --seed "$seed" --threads 1 \
     --out "$run" $resume --json >"$out/results/train_$name.json" 2>"$out/logs/train_$name.log"
   [ -f "$engine/manifest.json" ] || fast evor-edge export "$run" --out "$engine" --json >/dev/null 2>>"$out/logs/train_$name.log"
