@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for device in _devices(args.devices):
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         peak = matmul_peak_gflops(device)
-        report["devices"][str(device)] = {"name": name, "fp32_gemm_peak_gflops": round(peak, 1)}
+        report["devices"][str(device)] = {"name": name, "gemm_peak_gflops": round(peak, 1),
+                                         "matmul_precision": "tf32" if device.type == "cuda" else "fp32"}
         modes = [m for m in args.modes.split(",") if m in (CUDA_MODES if device.type == "cuda" else CPU_MODES)]
         for preset in args.presets.split(","):
             steps = args.steps if device.type == "cuda" or preset == "small" else max(5, args.steps // 5)

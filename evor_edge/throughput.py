@@ -124,8 +124,14 @@ def measure_jax(preset: str, agent: str, platform: str, obs_dim: int, act_dim: i
             "warmup_s": round(warmup_s, 2), "finite": all(bool(np.isfinite(v)) for v in metrics.values())}
 
 
-def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 GEMM throughput (GFLOP/s) of `device` with torch's current thread setting."""
+def matmul_peak_gflops(device: torch.device, size: int | None = None, repeats: int = 10) -> float:
+    """Measured float32 GEMM throughput (GFLOP/s) of `device` with torch's current thread setting, in the
+    matmul precision training uses (TF32 on CUDA, `use_tf32_matmuls`): a peak measured in strict FP32 would
+    sit below what a TF32 training step achieves. Square `size` GEMMs (2048 on a CPU, 8192 on a GPU, which a
+    2048 GEMM does not fill), 8 per timed sample."""
+    use_tf32_matmuls(device)
+    size = size or (8192 if device.type == "cuda" else 2048)
+    per_sample = 8
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     for _ in range(2):
@@ -134,7 +140,8 @@ def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 10
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        for _ in range(per_sample):
+            a @ b
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / per_sample)
     return 2 * size ** 3 / statistics.median(times) / 1e9
