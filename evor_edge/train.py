@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -135,6 +137,21 @@ def _started_without_checkpoint(run_dir: Path) -> bool:
     if checkpoints.exists() and any(checkpoints.iterdir()):
         return False
     return all(p.name in ("config.json", "metrics.jsonl", "checkpoints") for p in run_dir.iterdir())
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_as_interrupt(world: World) -> Any:
+    """SIGTERM (a job scheduler's stop, `kill`, `timeout`) saves a checkpoint like Ctrl-C does, so the run
+    resumes from where it stopped. Background jobs of a non-interactive shell ignore SIGINT, so SIGTERM is
+    the signal that reaches them. Single-process runs in the main thread only (torchrun stops ranks with
+    SIGTERM when one fails, and a rank cannot gather the others' state then). Returns the previous handler
+    (None when not installed)."""
+    if world.distributed or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -386,6 +403,7 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
     t_start = time.perf_counter()
     t_window, step_window = t_start, start_step
     stopped_by_time = False
+    previous_sigterm = _sigterm_as_interrupt(world)
     try:
         while step < config.steps:
             if time_limit_s is not None:
@@ -425,6 +443,8 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
             save(step)
         raise
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         bar.close()
         if metrics_file is not None:
             metrics_file.close()

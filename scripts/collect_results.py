@@ -2,9 +2,10 @@
 
     python scripts/collect_results.py repro/results --out docs/results.json
 
-Reads every eval_*.json with its train_*.json beside it (written by scripts/reproduce.sh) and the run's
-config.json; writes {"runs": [{"env", "task", "agent", "config", "seed", "steps", "episodes", "success"}, ...],
-"summary": mean +- std over seeds per (env, task, agent)}. Nothing is typed by hand.
+Reads every eval_*.json (the paper's selection settings) and vareval_VARIANT__RUN.json (the same engine at
+other runtime settings, reproduce.sh's VARIANTS) with its train_*.json beside it and the run's config.json;
+writes {"runs": [{"env", "task", "agent", "config", "selection", "seed", "steps", "episodes", "success"}, ...],
+"summary": mean +- std over seeds per (env, task, agent, config, selection)}. Nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ PAPER_TABLE_2 = {
 
 def collect(results: Path) -> dict:
     runs = []
-    for path in sorted(results.glob("eval_*.json")):
+    files = [(p, "default", p.name[len("eval_"):]) for p in sorted(results.glob("eval_*.json"))]
+    files += [(p, p.name[len("vareval_"):].split("__", 1)[0], p.name.split("__", 1)[1])
+              for p in sorted(results.glob("vareval_*__*.json"))]
+    for path, selection, run_file in files:
         evaluation = json.loads(path.read_text())
-        train_file = path.with_name("train_" + path.name[len("eval_"):])
+        train_file = path.with_name("train_" + run_file)
         train = json.loads(train_file.read_text()) if train_file.is_file() else {}
         config = json.loads((Path(train["run"]) / "config.json").read_text()) if "run" in train else {}
         task_name = evaluation.get("task") or config.get("task")
@@ -40,32 +44,40 @@ def collect(results: Path) -> dict:
         cfg = config.get("config", {})
         runs.append({
             "env": match.group("env") if match else task_name, "task": int(match.group("task")) if match else None,
-            "agent": cfg.get("agent"), "config": cfg.get("preset"), "n_step": cfg.get("n_step"),
+            "agent": cfg.get("agent"), "config": cfg.get("preset"), "selection": selection, "n_step": cfg.get("n_step"),
             "seed": cfg.get("seed"), "steps": train.get("steps"), "episodes": evaluation.get("episodes"),
             "success": evaluation.get("success_rate"), "train_seconds": train.get("seconds"),
             "eval_seconds": evaluation.get("seconds"), "source": str(path),
         })
     groups: dict[tuple, list[float]] = {}
     for run in runs:
-        groups.setdefault((run["env"], run["task"], run["agent"], run["config"]), []).append(run["success"])
-    summary = [{"env": k[0], "task": k[1], "agent": k[2], "config": k[3], "seeds": len(v),
+        key = (run["env"], run["task"], run["agent"], run["config"], run["selection"])
+        groups.setdefault(key, []).append(run["success"])
+    summary = [{"env": k[0], "task": k[1], "agent": k[2], "config": k[3], "selection": k[4], "seeds": len(v),
                 "mean": statistics.fmean(v), "std": statistics.pstdev(v) if len(v) > 1 else 0.0}
                for k, v in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
-    cpu_s = sum((r["train_seconds"] or 0) + (r["eval_seconds"] or 0) for r in runs)
+    cpu_s = sum((r["train_seconds"] or 0) * (r["selection"] == "default") + (r["eval_seconds"] or 0) for r in runs)
     return {"runs": runs, "summary": summary, "wall_hours_train_plus_eval": round(cpu_s / 3600, 2)}
 
 
 def markdown(table: dict) -> str:
     """The summary next to the paper's Table 2, as a markdown table (mean +- std over seeds, in %)."""
     cells: dict[tuple, dict[str, str]] = {}
+    variants: list[str] = []
     for row in table["summary"]:
         text = f"{100 * row['mean']:.0f} +- {100 * row['std']:.0f} ({row['seeds']} seed{'s' * (row['seeds'] > 1)})"
-        cells.setdefault((row["env"], row["task"]), {})[row["agent"]] = text
-    lines = ["| env | task | EVOR (ours) | QC-1 (ours) | paper EVOR | paper QC-1 |", "|---|---|---|---|---|---|"]
+        column = row["agent"] if row["selection"] == "default" else f"{row['agent']} [{row['selection']}]"
+        if row["selection"] != "default" and column not in variants:
+            variants.append(column)
+        cells.setdefault((row["env"], row["task"]), {})[column] = text
+    header = ["env", "task", "EVOR (ours)", *[f"{v.replace('evor', 'EVOR')} (ours)" for v in variants], "QC-1 (ours)",
+              "paper EVOR", "paper QC-1"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in sorted(cells, key=lambda k: (k[0], k[1] or 0)):
         paper = {agent: f"{m} +- {s}" for agent, (m, s) in PAPER_TABLE_2.get(key, {}).items()}
-        lines.append(f"| {key[0]} | {key[1]} | {cells[key].get('evor', '-')} | {cells[key].get('qc', '-')} | "
-                     f"{paper.get('evor', '-')} | {paper.get('qc', '-')} |")
+        row_cells = [key[0], str(key[1]), cells[key].get("evor", "-"), *[cells[key].get(v, "-") for v in variants],
+                     cells[key].get("qc", "-"), paper.get("evor", "-"), paper.get("qc", "-")]
+        lines.append("| " + " | ".join(row_cells) + " |")
     return "\n".join(lines)
 
 
@@ -80,8 +92,8 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(markdown(table) + "\n")
     for row in table["summary"]:
-        print(f"{row['env']} task{row['task']} {row['agent']}: {100 * row['mean']:.0f} +- {100 * row['std']:.0f} "
-              f"% ({row['seeds']} seed(s))")
+        print(f"{row['env']} task{row['task']} {row['agent']} [{row['selection']}]: {100 * row['mean']:.0f} +- "
+              f"{100 * row['std']:.0f} % ({row['seeds']} seed(s))")
 
 
 if __name__ == "__main__":

@@ -35,11 +35,27 @@ dataset_for() {  # dataset_for NAME -> path (generated once, under a per-dataset
   echo "$path"
 }
 
+# VARIANTS="NAME:EVAL FLAGS;..." (environment): each EVOR engine is also evaluated with those runtime flags
+# (same episodes and seeds) into results/vareval_NAME__RUN.json, e.g. VARIANTS="tau_r_inf:--tau-r inf".
+variants() {  # variants ENV AGENT NAME
+  local env=$1 agent=$2 name=$3 spec vname flags file
+  [ "$agent" = evor ] && [ -n "${VARIANTS:-}" ] || return 0
+  IFS=';' read -ra specs <<<"$VARIANTS"
+  for spec in "${specs[@]}"; do
+    vname=${spec%%:*} flags=${spec#*:} file="$out/results/vareval_${vname}__$name.json"
+    [ -s "$file" ] && continue
+    # shellcheck disable=SC2086
+    fast evor-edge eval "$out/engines/$name" --env "$env" --episodes "$episodes" --seed 0 --threads 1 $flags --json \
+      >"$file.tmp" 2>"$out/logs/vareval_${vname}__$name.log"
+    mv "$file.tmp" "$file"
+  done
+}
+
 one_run() {  # one_run DATASET_NAME TASK AGENT SEED
   local data env=$2 agent=$3 seed=$4
   local name="${agent}_${env%-v0}_s${seed}"
   local result="$out/results/eval_$name.json" run="$out/runs/$name" engine="$out/engines/$name"
-  [ -s "$result" ] && return 0
+  if [ -s "$result" ]; then variants "$env" "$agent" "$name"; return 0; fi
   data=$(dataset_for "$1")
   local resume=
   [ -f "$run/config.json" ] && resume=--resume  # also a run killed before its first checkpoint
@@ -49,6 +65,7 @@ one_run() {  # one_run DATASET_NAME TASK AGENT SEED
   fast evor-edge eval "$engine" --env "$env" --episodes "$episodes" --seed 0 --threads 1 --json \
     >"$result.tmp" 2>"$out/logs/eval_$name.log"
   mv "$result.tmp" "$result"
+  variants "$env" "$agent" "$name"
 }
 
 for seed in $(seq 0 $((seeds - 1))); do

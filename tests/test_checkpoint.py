@@ -113,3 +113,42 @@ def test_run_killed_before_its_first_checkpoint_restarts_under_resume(tmp_path: 
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match="nothing to resume"):  # a directory with other files is never reused
         _train(tmp_path / "foreign", "evor", 20, resume=True)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None:
+    """`kill` / a scheduler's stop / `timeout` (SIGTERM) saves the current step like Ctrl-C, exit 130, and
+    --resume finishes the run. Periodic checkpoints are off, so the checkpoint can only come from the signal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    rows = 300
+    ends = np.zeros(rows, np.float32)
+    ends[49::50] = 1
+    data = tmp_path / "toy.npz"
+    np.savez(data, observations=rng.normal(size=(rows, 3)).astype(np.float32),
+             actions=rng.uniform(-1, 1, (rows, 2)).astype(np.float32), rewards=-rng.random(rows).astype(np.float32),
+             terminals=ends, masks=np.ones(rows, np.float32), action_low=-np.ones(2, np.float32),
+             action_high=np.ones(2, np.float32))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "evor_edge.cli", "train", "--dataset", str(data), "--out", str(run), "--steps",
+           "1000000", "--batch-size", "16", "--device", "cpu", "--threads", "1", "--checkpoint-every", "1000000",
+           "--set", "hidden_dims=16,16", "--set", "euler_steps=2", "--set", "log_every=5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while (not metrics.exists() or not metrics.read_text().strip()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    saved = load_checkpoint(run).step
+    assert saved >= 5
+    resumed = subprocess.run([*cmd[:cmd.index("--steps") + 1], str(saved + 5), *cmd[cmd.index("--steps") + 2:],
+                              "--resume"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(run).step == saved + 5
