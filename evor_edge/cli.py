@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,48 +19,6 @@ from evor_edge.cli_errors import friendly_errors
 
 DEFAULT_TASK = "pointmaze-medium-navigate-singletask-task1-v0"
 DEFAULT_DATASET = "pointmaze-medium-navigate-v0"
-
-
-def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
-    """FIELD=VALUE pairs for TrainConfig, typed by the dataclass field's annotation (tuples as comma lists,
-    booleans as true/false/1/0/yes/no: `bool("False")` would be true)."""
-    import dataclasses
-    import typing
-
-    from evor_edge.config import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    settable = {f.name for f in dataclasses.fields(TrainConfig)} - {"agent", "preset", "extra"}
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep or name not in settable:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(settable))}")
-        try:
-            out[name] = _typed_value(hints[name], raw.strip())
-        except ValueError:
-            kind = getattr(hints[name], "__name__", None) if typing.get_origin(hints[name]) is None else None
-            raise ValueError(f"--set {item!r}: {raw!r} is not a valid {kind or hints[name]}") from None
-    return out
-
-
-def _typed_value(hint: Any, raw: str) -> Any:
-    import typing
-
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        item_type = typing.get_args(hint)[0]
-        return tuple(_typed_value(item_type, part.strip()) for part in raw.split(",") if part.strip())
-    if hint is bool:
-        lowered = raw.lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise ValueError(raw)
-    if hint in (int, float, str):
-        return hint(raw)
-    raise ValueError(raw)
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -125,14 +82,13 @@ def data_generate(dataset: str, out: str, episodes: int | None, max_episode_step
     used, the official one and any deviation. Stores qpos/qvel (and button_states) so singletask
     reward relabelling works, and writes both files atomically.
     """
-    from evor_edge.datagen import generate_dataset
+    from evor_edge.data_generate_command import run_generate
 
-    report = generate_dataset(dataset, out, episodes=episodes, seed=seed, max_episode_steps=max_episode_steps,
-                              noise=noise, expert_eval_episodes=expert_eval_episodes,
-                              noise_smoothing=noise_smoothing, min_norm=min_norm, p_random_action=p_random_action)
-    emit(report, as_json, lambda r: f"wrote {r['path']} ({r['transitions']} transitions) and {r['val_path']}; "
-         f"recipe {'official' if not r['deviations'] else 'official except ' + ', '.join(r['deviations'])}; "
-         f"expert success {(r.get('expert_success') or {}).get('mean', 'not measured')}")
+    report, human = run_generate(dataset, out, episodes=episodes, max_episode_steps=max_episode_steps, noise=noise,
+                                 noise_smoothing=noise_smoothing, min_norm=min_norm,
+                                 p_random_action=p_random_action, seed=seed,
+                                 expert_eval_episodes=expert_eval_episodes)
+    emit(report, as_json, human)
 
 
 @data.command("import")
@@ -155,17 +111,10 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
     OGBench's single-task reward relabelling is done once here, so `evor-edge train --dataset OUT`
     needs neither ogbench nor MuJoCo (e.g. on a GPU machine).
     """
-    from evor_edge.offline_data import import_minari, import_ogbench
+    from evor_edge.data_import_command import run_import
 
-    if is_minari:
-        report = import_minari(source, out)
-    else:
-        if dataset_path is None:
-            raise ValueError("OGBench import needs --dataset FILE (the raw .npz of the task's dataset); "
-                             "for a Minari directory pass --minari")
-        report = import_ogbench(source, dataset_path, out)
-    emit(report, as_json, lambda r: f"wrote {r['path']} ({r['transitions']} transitions, obs {r['obs_dim']}, "
-         f"act {r['act_dim']})")
+    report, human = run_import(source, out, dataset_path=dataset_path, is_minari=is_minari)
+    emit(report, as_json, human)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -224,35 +173,19 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
     checkpoints under RUN/checkpoints/ (the same format on every device). A killed run continues with
     --resume, also on another device.
     """
-    from evor_edge.config import preset_config
-    from evor_edge.distributed import launch_train
+    from evor_edge.train_command import run_train
 
-    if dataset_path is None:
-        if task is None:
-            raise ValueError("give --dataset FILE (and --env TASK for an OGBench raw file)")
-        from evor_edge.datasets import split_task_name
-
-        _env_name, dataset_name = split_task_name(task)
-        dataset_path = str(Path("~/.ogbench/data").expanduser() / f"{dataset_name}.npz")
-    elif task is not None:
-        from evor_edge.datasets import split_task_name
-
-        split_task_name(task)
-    flags = dict(steps=steps, batch_size=batch_size, reward_model=reward_model, checkpoint_every=checkpoint_every,
-                 seed=seed)
-    set_fields = parse_overrides(overrides)
-    config = preset_config(preset, agent=agent, **{**flags, **set_fields})
     context = click.get_current_context()
-    given = [name for name in ("agent", "preset", *flags)
+    given = [name for name in context.params
              if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    summary = launch_train(nproc, task, dataset_path, config, out, resume=resume, threads=threads, device=device,
-                           step_mode=step_mode, action_low=action_low, action_high=action_high,
-                           save_optimizer=not weights_only, time_limit_s=time_limit,
-                           explicit_fields=[*given, *set_fields])
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 prints the summary
-        return
-    emit(summary, as_json, lambda r: f"trained {r['agent']} to step {r['steps']} in {r['seconds']} s "
-         f"({r['ms_per_step']} ms/step on {r['device']}, {r['step_mode']}); checkpoint {r['checkpoint']}")
+    outcome = run_train(task=task, dataset_path=dataset_path, agent=agent, preset=preset, steps=steps,
+                        batch_size=batch_size, reward_model=reward_model, checkpoint_every=checkpoint_every,
+                        seed=seed, out=out, resume=resume, device=device, step_mode=step_mode,
+                        action_low=action_low, action_high=action_high, weights_only=weights_only,
+                        time_limit=time_limit, threads=threads, nproc=nproc, overrides=overrides, given=given)
+    if outcome is not None:  # None on torchrun ranks other than 0 (only rank 0 prints the summary)
+        summary, human = outcome
+        emit(summary, as_json, human)
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -303,90 +236,14 @@ def eval_command(source: str, task: str, episodes: int, num_candidates: int | No
     torch reference. OGBench protocol: success rate over --episodes episodes with recorded seeds.
     --video DIR films episodes so a person can watch a failure (with --sweep: one folder per value).
     """
-    if video_dir is not None and "MUJOCO_GL" not in os.environ and "mujoco" not in sys.modules:
-        os.environ["MUJOCO_GL"] = "egl"  # read once, when mujoco is imported: offscreen without a display
-    from evor_edge.datasets import make_env
-    from evor_edge.evaluation import VideoSettings, check_renderer, evaluate
-    from evor_edge.sweep import parse_sweep, plot_sweep
+    from evor_edge.eval_command import run_eval
 
-    sweep = parse_sweep(sweep_spec) if sweep_spec else None
-    if plot_path and not sweep:
-        raise ValueError("--plot needs --sweep")
-    video = None
-    if video_dir is not None:
-        video = VideoSettings(video_dir, episodes=video_episodes, size=video_size + video_size % 2,
-                              every=video_every, fmt=video_format)
-        video.check()
-        video.resolved_format()
-    env = make_env(task)
-    env_dims = (env.observation_space.shape[-1], env.action_space.shape[-1])
-    env.close()
-    knobs: dict[str, Any] = {"num_candidates": num_candidates, "num_rtg": num_rtg, "tau_r": tau_r, "tau_q": tau_q}
-    engine_only = {"rtg_top_k": rtg_top_k, "common_rtg_noise": crn or None}
-    policy_factory, dims, kind = _policy_factory(source, seed, threads, device)
-    asked = [k for k, v in engine_only.items() if v is not None] + ([sweep[0]] if sweep and sweep[0] in engine_only
-                                                                      else [])
-    if asked and kind != "engine":
-        raise ValueError(f"{', '.join(sorted(set(asked)))}: run-time engine options; {source} is a checkpoint "
-                         "(export it and evaluate the ENGINE_DIR)")
-    knobs.update({k: v for k, v in engine_only.items() if v is not None})
-    if dims != env_dims:
-        raise ValueError(f"{source} expects obs/act dims {dims} but {task} has {env_dims}")
-    if video is not None:
-        check_renderer(task)  # one line, before any episode
-    values = sweep[1] if sweep else [None]
-    runs = []
-    for value in values:
-        settings = dict(knobs, **({sweep[0]: value} if sweep else {}))
-        film = video
-        if video is not None and sweep:
-            film = VideoSettings(Path(video.directory) / f"{sweep[0]}={value}", episodes=video.episodes,
-                                 size=video.size, every=video.every, fps=video.fps, fmt=video.fmt)
-        result = evaluate(policy_factory(**settings), task, episodes=episodes, seed=seed, parallel=parallel,
-                          video=film)
-        result.update({"value": value, "settings": settings})
-        runs.append(result)
-        if sweep:
-            click.echo(f"{sweep[0]}={value}: success {100 * result['success_rate']:.1f}%", err=True)
-    if not sweep:
-        result = runs[0]
-        result.update({"source": source, "source_kind": kind})
-        emit(result, as_json, lambda r: f"{task}: success {100 * r['success_rate']:.1f}% over {r['episodes']} "
-             f"episodes ({r['seconds']} s)" + "".join(f"\nvideo: {v}" for v in r.get("videos", [])))
-        return
-    report = {"source": source, "source_kind": kind, "task": task, "episodes": episodes, "seed": seed,
-              "sweep": sweep[0], "results": runs}
-    if plot_path:
-        report["plot"] = plot_sweep(sweep[0], runs, plot_path, f"{Path(source).name} on {task}")
-    emit(report, as_json, lambda r: "\n".join(f"{r['sweep']}={x['value']}: {100 * x['success_rate']:.1f}%"
-                                               for x in r["results"]))
-
-
-def _policy_factory(source: str, seed: int, threads: int | None = None, device: str = "cpu"
-                    ) -> tuple[Callable[..., Any], tuple[int, int], str]:
-    """A function building a fresh policy for given knobs, the (obs, act) dims and the source kind."""
-    if (Path(source) / "manifest.json").is_file():
-        if device not in ("cpu", "auto"):
-            raise ValueError(f"--device {device}: applies to checkpoints; an ENGINE_DIR runs on its runtime backend")
-        from evor_edge.runtime import EvorPolicy
-        from evor_edge.runtime.manifest import load_manifest
-
-        manifest = load_manifest(source)
-        return ((lambda **k: EvorPolicy.load(source, seed=seed, intra_op_threads=threads, **k)),
-                (manifest.obs_dim, manifest.act_dim), "engine")
-    import torch
-
-    from evor_edge.checkpoint import load_checkpoint
-    from evor_edge.inference import TorchPolicy
-
-    if threads:
-        torch.set_num_threads(threads)
-
-    from evor_edge.device import resolve_device
-
-    loaded = load_checkpoint(source, device=resolve_device(device))
-    spec = loaded.agent.spec
-    return (lambda **k: TorchPolicy(loaded.agent, seed=seed, **k)), (spec.obs_dim, spec.act_dim), "checkpoint"
+    result, human = run_eval(source, task, episodes=episodes, num_candidates=num_candidates, num_rtg=num_rtg,
+                             tau_r=tau_r, tau_q=tau_q, rtg_top_k=rtg_top_k, crn=crn, sweep_spec=sweep_spec,
+                             plot_path=plot_path, parallel=parallel, seed=seed, threads=threads, device=device,
+                             video_dir=video_dir, video_episodes=video_episodes, video_size=video_size,
+                             video_every=video_every, video_format=video_format)
+    emit(result, as_json, human)
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -415,11 +272,11 @@ def export_command(checkpoint: str, out: str, euler_steps: int | None, critic_st
     are the paper's computation; --critic-steps / --critic-solver / --prune make cheaper variants
     (recorded in manifest.json; see docs/performance.md for what they cost in selection agreement).
     """
-    from evor_edge.export import export_engine
+    from evor_edge.export_command import run_export
 
-    report = export_engine(checkpoint, out, euler_steps=euler_steps, opset=opset, overwrite=overwrite,
-                           critic_steps=critic_steps, critic_solver=critic_solver, prune=prune)
-    emit(report, as_json, lambda r: f"wrote {out} ({json.dumps({k: r[k] for k in list(r)[:4]})})")
+    report, human = run_export(checkpoint, out, euler_steps=euler_steps, critic_steps=critic_steps,
+                               critic_solver=critic_solver, prune=prune, opset=opset, overwrite=overwrite)
+    emit(report, as_json, human)
 
 
 # ---------------------------------------------------------------------------------------- calibrate
@@ -466,29 +323,14 @@ def calibrate_command(engine_dir: str, dataset_path: str, precision: str, out: s
     observations with identical noise, and per-tick latency of both. Euler accumulation, observation
     normalisation and return scaling stay float32.
     """
-    from evor_edge.calibration import calibrate_engine
+    from evor_edge.calibrate_command import run_calibrate
 
-    report = calibrate_engine(engine_dir, dataset_path, precision, out, samples=samples,
-                              parity_samples=parity_samples, task=task, shared_scales=not per_step,
-                              activation_type=activation_type, calibration_method=calibration_method,
-                              gelu=gelu, keep_fp32=keep_fp32, eval_episodes=eval_episodes, latency_runs=latency_runs,
-                              seed=seed, overwrite=overwrite)
-    emit(report, as_json, _calibrate_summary)
-
-
-def _calibrate_summary(r: dict[str, Any]) -> str:
-    p = r["parity"]
-    lines = [f"wrote {r['engine_dir']} ({r['precision']}); parity on {p['observations']} held-out observations: "
-             f"agreement {p['agreement_pct']:.1f}%, Q* abs error median {p['q_star_abs_error']['median']:.3g} "
-             f"p95 {p['q_star_abs_error']['p95']:.3g} max {p['q_star_abs_error']['max']:.3g}"]
-    for threads, entry in (r.get("latency") or {}).get("by_threads", {}).items():
-        if "skipped" in entry:
-            lines.append(f"latency {threads} thread(s): skipped ({entry['skipped']})")
-        else:
-            lines.append(f"latency {threads} thread(s): fp32 {entry['fp32']['tick_ms_median']} ms, "
-                         f"{r['precision']} {entry[r['precision']]['tick_ms_median']} ms (x{entry.get('speedup')})")
-    lines.append(f"report: {r['parity_md']}")
-    return "\n".join(lines)
+    report, human = run_calibrate(engine_dir, dataset_path, precision, out, samples=samples,
+                                  parity_samples=parity_samples, task=task, per_step=per_step, gelu=gelu,
+                                  activation_type=activation_type, calibration_method=calibration_method,
+                                  keep_fp32=keep_fp32, eval_episodes=eval_episodes, latency_runs=latency_runs,
+                                  seed=seed, overwrite=overwrite)
+    emit(report, as_json, human)
 
 
 # -------------------------------------------------------------------------------------------- bench
@@ -569,11 +411,10 @@ def quickstart(out: str, episodes: int, steps: int, eval_episodes: int, as_json:
 
     Re-running continues where it stopped (existing dataset and finished training are reused).
     """
-    from evor_edge.quickstart import run_quickstart
+    from evor_edge.quickstart_command import run_quickstart
 
-    report = run_quickstart(Path(out), episodes=episodes, steps=steps, eval_episodes=eval_episodes)
-    emit(report, as_json, lambda r: "\n".join(f"{k}: {v}" for k, v in r["where"].items()) +
-         f"\nsuccess: {r['summary']}")
+    report, human = run_quickstart(out, episodes=episodes, steps=steps, eval_episodes=eval_episodes)
+    emit(report, as_json, human)
 
 
 from evor_edge.data_commands import convert_command, verify_command  # noqa: E402  (import only click)

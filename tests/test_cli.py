@@ -76,7 +76,7 @@ def test_bad_option_values_are_rejected_before_work(tmp_path: Path) -> None:
 
 
 def test_set_overrides_are_typed_by_the_config_fields() -> None:
-    from evor_edge.cli import _typed_value, parse_overrides
+    from evor_edge.train_command import _typed_value, parse_overrides
 
     assert parse_overrides(("hidden_dims=64, 32", "learning_rate=1e-3", "n_step=3", "qc_q_agg=min")) == {
         "hidden_dims": (64, 32), "learning_rate": 1e-3, "n_step": 3, "qc_q_agg": "min"}
