@@ -75,3 +75,23 @@ def bench_engine(
         report["fit"] = {**fit_report["chosen"], "mode": fit_report.get("mode", "grid"),
                          "metric": fit_report.get("metric"), "table": fit_report["table"]}
     return report
+
+
+def bench_summary(r: dict[str, Any]) -> str:
+    """The human text of a bench report (`--json` prints the report itself)."""
+    lat = r.get("latency_ms", {})
+    lines = [f"N_pi={r.get('num_candidates')} N={r.get('num_rtg')} batch={r.get('batch')} at {r.get('hz')} Hz: "
+             f"p50 {lat.get('p50_ms', float('nan')):.2f} ms, p99 {lat.get('p99_ms', float('nan')):.2f} ms, "
+             f"max {lat.get('max_ms', float('nan')):.2f} ms; deadline misses {r.get('deadline_misses')} of "
+             f"{r.get('ticks')}; achieved {r.get('achieved_hz') or float('nan'):.1f} Hz"]
+    fit = r.get("fit")
+    if fit and fit.get("mode") == "frontier":
+        metric = fit.get("metric") or "agreement"
+        lines.insert(0, f"fit (frontier): chose {fit.get('engine')} N_pi={fit.get('num_candidates')} "
+                        f"N={fit.get('num_rtg')} top_k={fit.get('rtg_top_k')} crn={fit.get('common_rtg_noise')}: "
+                        f"{metric} {100 * float(fit.get(metric) or 0):.1f}%, "
+                        f"p99 {fit.get('p99_ms') or float('nan'):.2f} ms here "
+                        f"(frontier file: {fit.get('stored_p99_ms') or float('nan'):.2f} ms)")
+    elif fit:
+        lines.insert(0, f"fit: chose N_pi={fit.get('num_candidates')} N={fit.get('num_rtg')}")
+    return "\n".join(lines)

@@ -18,7 +18,6 @@ import click
 from evor_edge.cli_errors import friendly_errors
 
 DEFAULT_TASK = "pointmaze-medium-navigate-singletask-task1-v0"
-DEFAULT_DATASET = "pointmaze-medium-navigate-v0"
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -367,32 +366,13 @@ def bench(engine_dir: str, hz: float, ticks: int, num_candidates: int | None, nu
           frontier_path: str | None, no_frontier: bool, threads: int | None, plot_path: str | None,
           as_json: bool) -> None:
     """Run ENGINE_DIR in a fixed-rate loop at --hz and report latency percentiles and deadline misses."""
-    from evor_edge.bench_command import bench_engine
+    from evor_edge.bench_command import bench_engine, bench_summary
 
     report = bench_engine(engine_dir, hz=hz, ticks=ticks, num_candidates=num_candidates, num_rtg=num_rtg,
                           batch=batch, backend=backend, dataset_path=dataset_path, fit=fit, plot_path=plot_path,
                           crn=crn, rtg_top_k=rtg_top_k, frontier_path=frontier_path, use_frontier=not no_frontier,
                           threads=threads)
-    emit(report, as_json, _bench_summary)
-
-
-def _bench_summary(r: dict[str, Any]) -> str:
-    lat = r.get("latency_ms", {})
-    lines = [f"N_pi={r.get('num_candidates')} N={r.get('num_rtg')} batch={r.get('batch')} at {r.get('hz')} Hz: "
-             f"p50 {lat.get('p50_ms', float('nan')):.2f} ms, p99 {lat.get('p99_ms', float('nan')):.2f} ms, "
-             f"max {lat.get('max_ms', float('nan')):.2f} ms; deadline misses {r.get('deadline_misses')} of "
-             f"{r.get('ticks')}; achieved {r.get('achieved_hz') or float('nan'):.1f} Hz"]
-    fit = r.get("fit")
-    if fit and fit.get("mode") == "frontier":
-        metric = fit.get("metric") or "agreement"
-        lines.insert(0, f"fit (frontier): chose {fit.get('engine')} N_pi={fit.get('num_candidates')} "
-                        f"N={fit.get('num_rtg')} top_k={fit.get('rtg_top_k')} crn={fit.get('common_rtg_noise')}: "
-                        f"{metric} {100 * float(fit.get(metric) or 0):.1f}%, "
-                        f"p99 {fit.get('p99_ms') or float('nan'):.2f} ms here "
-                        f"(frontier file: {fit.get('stored_p99_ms') or float('nan'):.2f} ms)")
-    elif fit:
-        lines.insert(0, f"fit: chose N_pi={fit.get('num_candidates')} N={fit.get('num_rtg')}")
-    return "\n".join(lines)
+    emit(report, as_json, bench_summary)
 
 
 # --------------------------------------------------------------------------------------- quickstart
