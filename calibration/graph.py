@@ -331,6 +331,13 @@ def _replace_in_record(model: onnx.ModelProto, added: dict[str, list[str]], remo
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Remove initializers that no node reads and that are no graph output (in place).
+
+    Hand-written on purpose, like `_topological`: the rewrites here edit the ONNX protos in place, and a
+    library pass would need a whole-model round trip for these lines. onnx-graphsurgeon's ``cleanup()``
+    (via ``import_onnx`` / ``export_onnx``) drops the model's ``metadata_props``, i.e. the membership record
+    (`network_membership`); onnx_ir's ``RemoveUnusedNodesPass`` keeps it but re-serialises the whole model.
+    """
     used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
     keep = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
@@ -436,10 +443,7 @@ def convert_region_to_float16(model: onnx.ModelProto, region: Iterable[str]) -> 
     ordered = _topological(new_nodes, graph)
     del graph.node[:]
     graph.node.extend(ordered)
-    used = {name for node in graph.node for name in node.input}
-    keep = [init for init in graph.initializer if init.name in used or init.name in outputs]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    _drop_unused_initializers(model_copy)
     del graph.value_info[:]
     summary = {"fp16_nodes": len(region_set), "casts_to_fp16": len(cast_in), "casts_to_fp32": len(renamed),
                "fp16_weights": len(fp16_inits), "clipped_weights": clipped}
@@ -447,7 +451,14 @@ def convert_region_to_float16(model: onnx.ModelProto, region: Iterable[str]) -> 
 
 
 def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Kahn's order of `nodes` (stable: keeps the given order where dependencies allow)."""
+    """Kahn's order of `nodes` (stable: keeps the given order where dependencies allow).
+
+    Kept hand-written: it orders a node list before it becomes a graph and raises CalibrationError on a
+    dangling input. onnx-graphsurgeon's ``toposort()`` orders by depth level (at the paper config it moved
+    806 of the FP16 graph's 815 nodes, which here come in a valid order already) and its export drops the
+    membership record in ``metadata_props``; onnx_ir's ``Graph.sort()`` is stable too but needs a
+    whole-model round trip (0.17 s against 1.4 ms for this pass over the ordered FP16 graph).
+    """
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending = list(nodes)
     ordered: list[onnx.NodeProto] = []

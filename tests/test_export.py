@@ -25,6 +25,8 @@ from evor_edge.export import (
     trtexec_command,
     validate_engine,
 )
+from evor_edge.export.engine import finalize_graph
+from evor_edge.export.membership import read_network_nodes
 from evor_edge.inference import candidates_and_values
 from evor_edge.normalization import ReturnScaler
 from evor_edge.runtime.manifest import load_manifest, sha256_file
@@ -229,6 +231,62 @@ def test_validation_fails_on_bad_graphs() -> None:
     custom.opset_import.append(helper.make_opsetid("com.example", 1))
     with pytest.raises(EngineValidationError, match="custom|non-standard"):
         validate_engine(custom, "evor", OBS_DIM, ACT_DIM)
+
+
+
+def test_finalize_graph_lifts_and_deduplicates_constants() -> None:
+    """Equal Constant nodes (small and over onnx_ir's default 1024-element limit) and an Identity alias of an
+    initializer come out as one initializer each; node names, graph I/O and onnxruntime's outputs unchanged."""
+    f = TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    weight, bias, big = (rng.standard_normal(s).astype(np.float32) for s in ((3, 3), (3,), (1100,)))
+
+    def const(name: str, value: np.ndarray) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], name=f"/{name}", value=onnx.numpy_helper.from_array(value))
+
+    nodes = [
+        const("bias_a", bias), const("bias_b", bias), const("big_a", big), const("big_b", big),
+        helper.make_node("Identity", ["weight"], ["weight_alias"], name="/Identity"),
+        helper.make_node("MatMul", ["x", "weight_alias"], ["h"], name="/body/MatMul"),
+        helper.make_node("Add", ["h", "bias_a"], ["h1"], name="/body/Add"),
+        helper.make_node("Mul", ["h1", "bias_b"], ["y"], name="/body/Mul"),
+        helper.make_node("Add", ["z", "big_a"], ["z1"], name="/big/Add"),
+        helper.make_node("Sub", ["z1", "big_b"], ["w"], name="/big/Sub"),
+    ]
+    graph = helper.make_graph(
+        nodes, "finalize",
+        [helper.make_tensor_value_info("x", f, ["B", 3]), helper.make_tensor_value_info("z", f, ["B", 1100])],
+        [helper.make_tensor_value_info("y", f, ["B", 3]), helper.make_tensor_value_info("w", f, ["B", 1100])],
+        [onnx.numpy_helper.from_array(weight, "weight")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = {"x": rng.standard_normal((2, 3)).astype(np.float32),
+             "z": rng.standard_normal((2, 1100)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    out = finalize_graph(model)
+    onnx.checker.check_model(out, full_check=True)
+    assert [n.name for n in out.graph.node] == ["/body/MatMul", "/body/Add", "/body/Mul", "/big/Add", "/big/Sub"]
+    assert sorted(i.name for i in out.graph.initializer) == ["bias_a", "big_a", "weight"]
+    assert [list(n.input) for n in out.graph.node] == [["x", "weight"], ["h", "bias_a"], ["h1", "bias_a"],
+                                                       ["z", "big_a"], ["z1", "big_a"]]
+    assert [v.name for v in out.graph.input] == ["x", "z"] and [v.name for v in out.graph.output] == ["y", "w"]
+    after = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for want, have in zip(before, after, strict=True):
+        np.testing.assert_array_equal(have, want)
+
+
+def test_exported_graphs_are_finalized(evor, qc) -> None:
+    """No Constant / Identity node, one initializer per distinct constant, every recorded body node exists."""
+    for _, _, engine_dir, _ in (evor, qc):
+        model = onnx.load(str(engine_dir / "engine.onnx"))
+        assert not {n.op_type for n in model.graph.node} & {"Constant", "Identity"}
+        keys = [(i.data_type, tuple(i.dims), onnx.numpy_helper.to_array(i).tobytes()) for i in model.graph.initializer]
+        assert len(keys) == len(set(keys))
+        names = {n.name for n in model.graph.node}
+        recorded = read_network_nodes(model)
+        assert recorded and set(recorded) <= names
 
 
 # ------------------------------------------------------------------------------- manifest + recipe
