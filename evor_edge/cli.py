@@ -151,6 +151,9 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine (DDP via torchrun's launcher: gloo on the CPU, nccl "
                    "with one GPU per process); --batch-size is then the global batch, split evenly.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --nproc: start the ranks again up to N times after a failure; a restart resumes from the "
+                   "run's last checkpoint (torchrun --max-restarts does the same under torchrun).")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override any TrainConfig field, e.g. --set target_ema=0.02 --set hidden_dims=256,256 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -158,7 +161,7 @@ def data_import(source: str, dataset_path: str | None, is_minari: bool, out: str
 def train(task: str | None, dataset_path: str | None, agent: str, preset: str, steps: int | None,
           batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
           resume: bool, device: str, step_mode: str, action_low: str | None, action_high: str | None,
-          weights_only: bool, time_limit: float | None, threads: int | None, nproc: int,
+          weights_only: bool, time_limit: float | None, threads: int | None, nproc: int, max_restarts: int,
           overrides: tuple[str, ...], as_json: bool) -> None:
     """Train an EVOR (or QC-1) agent on an offline dataset.
 
@@ -181,7 +184,8 @@ def train(task: str | None, dataset_path: str | None, agent: str, preset: str, s
                         batch_size=batch_size, reward_model=reward_model, checkpoint_every=checkpoint_every,
                         seed=seed, out=out, resume=resume, device=device, step_mode=step_mode,
                         action_low=action_low, action_high=action_high, weights_only=weights_only,
-                        time_limit=time_limit, threads=threads, nproc=nproc, overrides=overrides, given=given)
+                        time_limit=time_limit, threads=threads, nproc=nproc, max_restarts=max_restarts,
+                        overrides=overrides, given=given)
     if outcome is not None:  # None on torchrun ranks other than 0 (only rank 0 prints the summary)
         summary, human = outcome
         emit(summary, as_json, human)

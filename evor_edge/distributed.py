@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,6 +81,31 @@ def world_from_env(environ: dict[str, str] | None = None) -> World:
     return World(rank, world_size, local_rank, max(local_world, 1))
 
 
+def restart_count(environ: dict[str, str] | None = None) -> int:
+    """How many times torchrun's agent has restarted this worker group (`--max-restarts`); 0 outside torchrun."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def launch_identity(environ: dict[str, str] | None = None) -> dict[str, int] | None:
+    """Who launched this worker group: the torchrun agent's pid and start time (Linux /proc), the same for
+    every restart of one launch and different for another launch. Recorded in config.json, it tells a
+    restarted group that the run directory is its own earlier attempt's (so it resumes), not a directory an
+    earlier, separate launch left behind. None outside torchrun or where /proc is absent."""
+    env = os.environ if environ is None else environ
+    if "TORCHELASTIC_RESTART_COUNT" not in env:
+        return None
+    agent = os.getppid()
+    try:
+        start = int(Path(f"/proc/{agent}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"agent_pid": agent, "agent_start_ticks": start}
+
+
 def per_rank_batch(global_batch: int, world_size: int) -> int:
     """Rows each rank draws: the global batch split evenly (a clear error where it cannot be)."""
     if world_size > global_batch:
@@ -128,6 +154,11 @@ def init_process_group(world: World, device: torch.device) -> bool:
                               "timeout": timeout}
     if device.type == "cuda":
         kwargs["device_id"] = device
+    # Every attempt of a torchrun launch (--max-restarts) under its own key prefix: the agent's store outlives
+    # a failed attempt, and without a prefix the restarted ranks read the dead ranks' gloo/nccl addresses
+    # ("Connection refused" until connectFullMesh times out; seen with torch 2.13's c10d rendezvous).
+    store, _rank, _size = next(dist.rendezvous("env://", world.rank, world.world_size, timeout=timeout))
+    kwargs["store"] = dist.PrefixStore(f"evor_edge/attempt_{restart_count()}", store)
     dist.init_process_group(**kwargs)
     return True
 
@@ -230,10 +261,11 @@ def _quiet_elastic_logs() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def launch_train(nproc: int, *train_args: Any, **train_kwargs: Any) -> dict[str, Any]:
+def launch_train(nproc: int, *train_args: Any, max_restarts: int = 0, **train_kwargs: Any) -> dict[str, Any]:
     """`evor-edge train --nproc K`: run `evor_edge.train.train(*train_args, **train_kwargs)` on K local ranks
     through torchrun's launcher (torch.distributed.launcher: the same rendezvous and environment torchrun
-    sets up) and return rank 0's summary. nproc 1 runs in this process.
+    sets up) and return rank 0's summary. nproc 1 runs in this process. With `max_restarts` > 0 a failed
+    group is started again, and the restart resumes from the run's last checkpoint (`launch_identity`).
 
     Checks that can fail before any process starts (the batch split) raise DistributedError here; a rank that
     fails prints its own one-line error and the launcher exits with that rank's status (2 for bad input).
@@ -253,7 +285,8 @@ def launch_train(nproc: int, *train_args: Any, **train_kwargs: Any) -> dict[str,
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"evor-edge-{uuid.uuid4().hex[:8]}",
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
+                          monitor_interval=0.5,
                           start_method="spawn")
     _quiet_elastic_logs()
     try:

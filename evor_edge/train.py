@@ -33,9 +33,11 @@ from evor_edge.distributed import (
     destroy_process_group,
     gather_objects,
     init_process_group,
+    launch_identity,
     mean_over_ranks,
     per_rank_batch,
     rank_device,
+    restart_count,
     world_from_env,
     wrap_losses,
 )
@@ -126,6 +128,16 @@ def tensors_from_dataset(train: dict[str, np.ndarray], config: TrainConfig) -> d
         mc = monte_carlo_returns(train["rewards"], train["masks"], train["terminals"], config.discount)
         out["mc_returns"] = torch.from_numpy(mc)
     return out
+
+
+def _this_launch_wrote(run_dir: Path) -> bool:
+    """run_dir/config.json was written by an earlier attempt of this torchrun launch (same agent)."""
+    identity = launch_identity()
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text()).get("distributed", {}).get("launch")
+    except (OSError, ValueError):
+        return False
+    return identity is not None and recorded == identity
 
 
 def _started_without_checkpoint(run_dir: Path) -> bool:
@@ -221,6 +233,12 @@ def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str
     """Everything that can refuse the run, read-only: run directory, device, step mode, batch split, data,
     checkpoint. Runs on every rank before the ranks meet."""
     run_dir = Path(out)
+    if not resume and world.distributed and restart_count() > 0 and _this_launch_wrote(run_dir):
+        # torchrun restarted the group after a failure (--max-restarts): continue the first attempt's run
+        if world.is_main:
+            print(f"note: torchrun restart {restart_count()}: resuming {run_dir} from its last checkpoint",
+                  file=sys.stderr)
+        resume = True
     if resume and _started_without_checkpoint(run_dir):
         # killed before its first checkpoint: nothing trained is lost by starting again from step 0
         if world.is_main:
@@ -337,7 +355,7 @@ def _run(world: World, prepared: dict[str, Any], dataset_path: str | os.PathLike
         else:  # a fresh run, or a run moved here from the CPU: a new stream, distinct per resumed step
             torch.cuda.manual_seed(world.seed(config.seed) + start_step)
     per_rank = prepared["batch"]
-    distributed_info = {"world_size": world.world_size, "per_rank_batch": per_rank,
+    distributed_info = {"world_size": world.world_size, "per_rank_batch": per_rank, "launch": launch_identity(),
                         "global_batch": per_rank * world.world_size,
                         "backend": backend_for(torch_device) if world.distributed else None,
                         "rank_rows": "rows r, r + K, r + 2K, ... (disjoint)" if world.distributed else "all"}

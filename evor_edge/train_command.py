@@ -60,7 +60,7 @@ def run_train(*, task: str | None, dataset_path: str | None, agent: str, preset:
               batch_size: int | None, reward_model: str | None, checkpoint_every: int | None, seed: int, out: str,
               resume: bool, device: str, step_mode: str, action_low: str | None, action_high: str | None,
               weights_only: bool, time_limit: float | None, threads: int | None, nproc: int,
-              overrides: tuple[str, ...], given: Collection[str],
+              overrides: tuple[str, ...], given: Collection[str], max_restarts: int = 0,
               ) -> tuple[dict[str, Any], Callable[[dict[str, Any]], str]] | None:
     """Train and return the summary and its human wording; None on a torchrun rank other than 0 (only rank 0
     prints). `given`: the parameter names the user typed on the command line; those that are config fields are
@@ -84,7 +84,11 @@ def run_train(*, task: str | None, dataset_path: str | None, agent: str, preset:
     set_fields = parse_overrides(overrides)
     config = preset_config(preset, agent=agent, **{**flags, **set_fields})
     typed = [name for name in ("agent", "preset", *flags) if name in given]
-    result = launch_train(nproc, task, dataset_path, config, out, resume=resume, threads=threads, device=device,
+    if max_restarts and nproc <= 1:
+        raise ValueError("--max-restarts restarts the ranks that --nproc starts: use it with --nproc K > 1 (under "
+                         "torchrun, pass --max-restarts to torchrun)")
+    result = launch_train(nproc, task, dataset_path, config, out, max_restarts=max_restarts, resume=resume,
+                          threads=threads, device=device,
                           step_mode=step_mode, action_low=action_low, action_high=action_high,
                           save_optimizer=not weights_only, time_limit_s=time_limit,
                           explicit_fields=[*typed, *set_fields])
