@@ -175,20 +175,12 @@ def _check_file(path: Path, env: Any, which: str) -> None:
             raise DatasetError(f"{which} file: '{k}' has shape {shape}, expected {n} rows like 'observations': {path}")
     if len(headers["terminals"][0]) != 1:
         raise DatasetError(f"{which} file: 'terminals' has shape {headers['terminals'][0]}, expected ({n},)")
-    obs_shape = headers["observations"][0][1:]
-    env_obs = _space_shape(env.observation_space)
-    if env_obs is not None and obs_shape != env_obs:
-        raise DatasetError(
-            f"{which} file: observation shape {obs_shape} does not match the environment's "
-            f"observation_space shape {env_obs}: {path}"
-        )
-    act_shape = headers["actions"][0][1:]
-    env_act = _space_shape(env.action_space)
-    if env_act is not None and act_shape != env_act:
-        raise DatasetError(
-            f"{which} file: action shape {act_shape} does not match the environment's "
-            f"action_space shape {env_act}: {path}"
-        )
+    for key, label, space in (("observations", "observation", env.observation_space),
+                              ("actions", "action", env.action_space)):
+        file_shape, env_shape = headers[key][0][1:], _space_shape(space)
+        if env_shape is not None and file_shape != env_shape:
+            raise DatasetError(f"{which} file: {label} shape {file_shape} does not match the environment's "
+                               f"{label}_space shape {env_shape}: {path}")
     nq = _env_nq(env)
     qpos_shape = headers["qpos"][0][1:]
     if nq is not None and qpos_shape != (nq,):

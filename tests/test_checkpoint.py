@@ -9,7 +9,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from toy_mdp import make_transitions
+from toy_mdp import make_transitions, write_toy_training_file
 
 from evor_edge.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from evor_edge.config import preset_config
@@ -124,15 +124,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None:
     import sys
     import time
 
-    rng = np.random.default_rng(0)
-    rows = 300
-    ends = np.zeros(rows, np.float32)
-    ends[49::50] = 1
-    data = tmp_path / "toy.npz"
-    np.savez(data, observations=rng.normal(size=(rows, 3)).astype(np.float32),
-             actions=rng.uniform(-1, 1, (rows, 2)).astype(np.float32), rewards=-rng.random(rows).astype(np.float32),
-             terminals=ends, masks=np.ones(rows, np.float32), action_low=-np.ones(2, np.float32),
-             action_high=np.ones(2, np.float32))
+    data = write_toy_training_file(tmp_path / "toy.npz", rows=300, obs_dim=3)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "evor_edge.cli", "train", "--dataset", str(data), "--out", str(run), "--steps",
            "1000000", "--batch-size", "16", "--device", "cpu", "--threads", "1", "--checkpoint-every", "1000000",

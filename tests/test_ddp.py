@@ -15,11 +15,11 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from toy_mdp import write_toy_training_file
 
 from evor_edge.agents import AgentSpec, make_agent
 from evor_edge.checkpoint import load_checkpoint
@@ -122,16 +122,7 @@ def test_world_from_env_and_batch_split(monkeypatch, tmp_path: Path) -> None:
 
 
 def _toy_file(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    rows = 400
-    ends = np.zeros(rows, np.float32)
-    ends[49::50] = 1
-    path = tmp_path / "toy.npz"
-    np.savez(path, observations=rng.normal(size=(rows, 4)).astype(np.float32),
-             actions=rng.uniform(-1, 1, (rows, 2)).astype(np.float32), rewards=-rng.random(rows).astype(np.float32),
-             terminals=ends, masks=np.ones(rows, np.float32), action_low=-np.ones(2, np.float32),
-             action_high=np.ones(2, np.float32))
-    return path
+    return write_toy_training_file(tmp_path / "toy.npz", rows=400, obs_dim=4)
 
 
 def _free_port() -> int:

@@ -76,3 +76,16 @@ def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
     """1-D W1 between two empirical distributions, via quantile functions on a common grid."""
     q = (np.arange(2000) + 0.5) / 2000
     return float(np.mean(np.abs(np.quantile(x, q) - np.quantile(y, q))))
+
+
+def write_toy_training_file(path, rows: int = 400, obs_dim: int = 4, act_dim: int = 2, episode: int = 50):
+    """A self-contained training file (docs/datasets.md, OGBench terminals/masks convention) of random
+    transitions in episodes of `episode` steps: for tests of the training plumbing, not of learning."""
+    rng = np.random.default_rng(0)
+    ends = np.zeros(rows, np.float32)
+    ends[episode - 1::episode] = 1
+    np.savez(path, observations=rng.normal(size=(rows, obs_dim)).astype(np.float32),
+             actions=rng.uniform(-1, 1, (rows, act_dim)).astype(np.float32),
+             rewards=-rng.random(rows).astype(np.float32), terminals=ends, masks=np.ones(rows, np.float32),
+             action_low=-np.ones(act_dim, np.float32), action_high=np.ones(act_dim, np.float32))
+    return path
