@@ -28,7 +28,11 @@ for task in 1 2 3 4 5; do
     continue
   fi
   int8="$out/engines/int8_$name" result="$out/results/vareval_int8__$name.json"
-  [ -f "$int8/manifest.json" ] || fast evor-edge calibrate "$engine" --dataset "$data" --precision int8 \
+  # calibration reads the node membership that engines record since format 2: export the run again for it
+  # (the same FP32 computation as the evaluated engine; the eval of the FP32 engine is not repeated)
+  fresh="$out/engines/fresh_$name"
+  [ -f "$fresh/manifest.json" ] || fast evor-edge export "$out/runs/$name" --out "$fresh" >"$out/logs/export_fresh_$name.log" 2>&1
+  [ -f "$int8/manifest.json" ] || fast evor-edge calibrate "$fresh" --dataset "$data" --precision int8 \
     --out "$int8" --task "$env" >"$out/logs/calibrate_$name.log" 2>&1
   [ -s "$result" ] || { fast evor-edge eval "$int8" --env "$env" --episodes "$episodes" --seed 0 --threads 1 --json \
     >"$result.tmp" 2>"$out/logs/vareval_int8__$name.log" && mv "$result.tmp" "$result"; }
