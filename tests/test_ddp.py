@@ -277,3 +277,20 @@ def test_max_restarts_without_nproc_is_refused(tmp_path: Path) -> None:
                              str(tmp_path / "run"), "--max-restarts", "1"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--max-restarts" in result.stderr and "--nproc" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_nproc_launcher_trains_two_ranks(tmp_path: Path) -> None:
+    """`evor-edge train --nproc 2 --max-restarts 1`: torchrun's launcher inside our process, two gloo ranks,
+    rank 0's summary as JSON on stdout, the launch recorded for restarts."""
+    data = _toy_file(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "evor_edge.cli", "train", "--dataset", str(data), "--out",
+                             str(tmp_path / "run"), "--nproc", "2", "--max-restarts", "1", "--steps", "20",
+                             "--batch-size", "16", "--device", "cpu", "--threads", "1", "--checkpoint-every", "10",
+                             "--set", "hidden_dims=16,16", "--set", "euler_steps=2", "--json"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert (summary["world_size"], summary["global_batch"], summary["steps"]) == (2, 16, 20)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["distributed"]["launch"]["agent_pid"] > 0
+    assert load_checkpoint(tmp_path / "run").step == 20
