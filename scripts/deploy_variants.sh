@@ -14,7 +14,8 @@ seed=${2:-0}
 episodes=${3:-20}
 stage=${4:-eval}
 here=$(cd "$(dirname "$0")" && pwd)
-fast() { "$here/mkl_avx512.sh" "$@"; }
+# shellcheck source=scripts/campaign_lib.sh
+. "$here/campaign_lib.sh"  # fast, evaluate
 data="$out/data/pointmaze-medium-navigate-v0.npz"
 for task in 1 2 3 4 5; do
   env="pointmaze-medium-navigate-singletask-task$task-v0"
@@ -34,8 +35,7 @@ for task in 1 2 3 4 5; do
   [ -f "$fresh/manifest.json" ] || fast evor-edge export "$out/runs/$name" --out "$fresh" >"$out/logs/export_fresh_$name.log" 2>&1
   [ -f "$int8/manifest.json" ] || fast evor-edge calibrate "$fresh" --dataset "$data" --precision int8 \
     --out "$int8" --task "$env" >"$out/logs/calibrate_$name.log" 2>&1
-  [ -s "$result" ] || { fast evor-edge eval "$int8" --env "$env" --episodes "$episodes" --seed 0 --threads 1 --json \
-    >"$result.tmp" 2>"$out/logs/vareval_int8__$name.log" && mv "$result.tmp" "$result"; }
+  evaluate "$int8" "$env" "$episodes" "$result" "$out/logs/vareval_int8__$name.log" || echo "failed: $result" >&2
   result="$out/results/vareval_fit50hz__$name.json"
   if [ -s "$fit" ] && [ ! -s "$result" ]; then
     flags=$(python3 - "$fit" <<'PY'
@@ -50,7 +50,7 @@ print(" ".join(flags))
 PY
 )
     # shellcheck disable=SC2086
-    fast evor-edge eval "$engine" --env "$env" --episodes "$episodes" --seed 0 --threads 1 $flags --json \
-      >"$result.tmp" 2>"$out/logs/vareval_fit50hz__$name.log" && mv "$result.tmp" "$result"
+    evaluate "$engine" "$env" "$episodes" "$result" "$out/logs/vareval_fit50hz__$name.log" $flags \
+      || echo "failed: $result" >&2
   fi
 done

@@ -22,7 +22,8 @@ agents=${4:-"evor qc"}
 stages=${5:-"pointmaze cube scene"}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out/data" "$out/results" "$out/logs"
-fast() { "$here/mkl_avx512.sh" "$@"; }
+# shellcheck source=scripts/campaign_lib.sh
+. "$here/campaign_lib.sh"  # fast, evaluate
 
 dataset_for() {  # dataset_for NAME -> path (generated once, under a per-dataset lock, with the official recipe)
   local name=$1 path="$out/data/$1.npz"
@@ -43,11 +44,8 @@ variants() {  # variants ENV AGENT NAME
   IFS=';' read -ra specs <<<"$VARIANTS"
   for spec in "${specs[@]}"; do
     vname=${spec%%:*} flags=${spec#*:} file="$out/results/vareval_${vname}__$name.json"
-    [ -s "$file" ] && continue
     # shellcheck disable=SC2086
-    fast evor-edge eval "$out/engines/$name" --env "$env" --episodes "$episodes" --seed 0 --threads 1 $flags --json \
-      >"$file.tmp" 2>"$out/logs/vareval_${vname}__$name.log"
-    mv "$file.tmp" "$file"
+    evaluate "$out/engines/$name" "$env" "$episodes" "$file" "$out/logs/vareval_${vname}__$name.log" $flags
   done
 }
 
@@ -62,9 +60,7 @@ one_run() {  # one_run DATASET_NAME TASK AGENT SEED
   fast evor-edge train --env "$env" --dataset "$data" --agent "$agent" --preset small --seed "$seed" --threads 1 \
     --out "$run" $resume --json >"$out/results/train_$name.json" 2>"$out/logs/train_$name.log"
   [ -f "$engine/manifest.json" ] || fast evor-edge export "$run" --out "$engine" --json >/dev/null 2>>"$out/logs/train_$name.log"
-  fast evor-edge eval "$engine" --env "$env" --episodes "$episodes" --seed 0 --threads 1 --json \
-    >"$result.tmp" 2>"$out/logs/eval_$name.log"
-  mv "$result.tmp" "$result"
+  evaluate "$engine" "$env" "$episodes" "$result" "$out/logs/eval_$name.log"
   variants "$env" "$agent" "$name"
 }
 
