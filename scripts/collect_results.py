@@ -56,8 +56,27 @@ def collect(results: Path) -> dict:
     summary = [{"env": k[0], "task": k[1], "agent": k[2], "config": k[3], "selection": k[4], "seeds": len(v),
                 "mean": statistics.fmean(v), "std": statistics.pstdev(v) if len(v) > 1 else 0.0}
                for k, v in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
+    paired = _paired_env_means(runs)
     cpu_s = sum((r["train_seconds"] or 0) * (r["selection"] == "default") + (r["eval_seconds"] or 0) for r in runs)
-    return {"runs": runs, "summary": summary, "wall_hours_train_plus_eval": round(cpu_s / 3600, 2)}
+    return {"runs": runs, "summary": summary, "paired_env_means": paired,
+            "wall_hours_train_plus_eval": round(cpu_s / 3600, 2)}
+
+
+def _paired_env_means(runs: list[dict]) -> list[dict]:
+    """Per env: EVOR's and QC-1's mean success over the (task, seed) pairs that BOTH agents have (paper
+    selection), so that an unfinished campaign still compares like with like (the acceptance's "EVOR's mean
+    >= QC-1's mean")."""
+    by_agent: dict[str, dict[tuple, float]] = {}
+    for run in runs:
+        if run["selection"] == "default":
+            by_agent.setdefault(run["agent"], {})[(run["env"], run["task"], run["seed"])] = run["success"]
+    evor, qc = by_agent.get("evor", {}), by_agent.get("qc", {})
+    out = []
+    for env in sorted({key[0] for key in evor.keys() & qc.keys()}):
+        keys = sorted(k for k in evor.keys() & qc.keys() if k[0] == env)
+        out.append({"env": env, "pairs": len(keys), "evor": statistics.fmean(evor[k] for k in keys),
+                    "qc": statistics.fmean(qc[k] for k in keys)})
+    return out
 
 
 def markdown(table: dict) -> str:
@@ -78,6 +97,9 @@ def markdown(table: dict) -> str:
         row_cells = [key[0], str(key[1]), cells[key].get("evor", "-"), *[cells[key].get(v, "-") for v in variants],
                      cells[key].get("qc", "-"), paper.get("evor", "-"), paper.get("qc", "-")]
         lines.append("| " + " | ".join(row_cells) + " |")
+    for pair in table.get("paired_env_means", []):
+        lines.append(f"| {pair['env']} | mean over the {pair['pairs']} (task, seed) runs both agents have | "
+                     f"{100 * pair['evor']:.0f} | " + "- | " * len(variants) + f"{100 * pair['qc']:.0f} | | |")
     return "\n".join(lines)
 
 
