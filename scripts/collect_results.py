@@ -103,6 +103,36 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def per_seed_markdown(table: dict) -> str:
+    """One row per (env, agent, selection), one column per seed: success per task "t1 / t2 / ..." (in %),
+    "-" for a task not yet evaluated, and the mean over the tasks evaluated."""
+    cells: dict[tuple, dict[int, dict[int, float]]] = {}
+    tasks: dict[str, set[int]] = {}
+    seeds: set[int] = set()
+    for run in table["runs"]:
+        if run["task"] is None or run["seed"] is None:
+            continue
+        key = (run["env"], run["agent"], run["selection"])
+        cells.setdefault(key, {}).setdefault(run["seed"], {})[run["task"]] = run["success"]
+        tasks.setdefault(run["env"], set()).add(run["task"])
+        seeds.add(run["seed"])
+    order = sorted(seeds)
+    lines = ["| env | run | " + " | ".join(f"seed {s}" for s in order) + " |", "|---|---|" + "---|" * len(order)]
+    for key in sorted(cells, key=lambda k: (k[0], k[1] != "evor", k[2] != "default", k[1], k[2])):
+        env, agent, selection = key
+        name = {"evor": "EVOR", "qc": "QC-1"}.get(agent, agent) + ("" if selection == "default" else f" [{selection}]")
+        row = []
+        for seed in order:
+            done = cells[key].get(seed, {})
+            if not done:
+                row.append("")
+                continue
+            text = " / ".join(f"{100 * done[t]:.0f}" if t in done else "-" for t in sorted(tasks[env]))
+            row.append(text + (f" (mean {100 * statistics.fmean(done.values()):.0f})" if len(done) > 1 else ""))
+        lines.append(f"| {env} | {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path)
@@ -112,7 +142,8 @@ def main() -> None:
     table = collect(args.results)
     args.out.write_text(json.dumps(table, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text(markdown(table) + "\n")
+        args.markdown.write_text(markdown(table) + "\n\nPer seed (success in %, tasks in order):\n\n"
+                                 + per_seed_markdown(table) + "\n")
     for row in table["summary"]:
         print(f"{row['env']} task{row['task']} {row['agent']} [{row['selection']}]: {100 * row['mean']:.0f} +- "
               f"{100 * row['std']:.0f} % ({row['seeds']} seed(s))")

@@ -50,6 +50,9 @@ def test_collect_results_pairs_agents_only_on_runs_both_have(tmp_path: Path) -> 
     assert task4[0]["seeds"] == 2 and task4[0]["mean"] == pytest.approx(0.5) and task4[0]["std"] == pytest.approx(0.5)
     text = collect_results.markdown(table)
     assert "| 50 +- 50 (2 seeds) |" in text and "mean over the 2 (task, seed) runs both agents have | 50 |" in text
+    per_seed = collect_results.per_seed_markdown(table)
+    assert "| pointmaze-medium-navigate | EVOR | 100 / 0 (mean 50) | - / 100 |" in per_seed
+    assert "| pointmaze-medium-navigate | QC-1 | 50 / 20 (mean 35) |  |" in per_seed
 
 
 def test_collect_sweep_adds_the_campaign_point_at_the_exported_n_pi(tmp_path: Path) -> None:
