@@ -99,6 +99,16 @@ class DiagnoseSettings:
 
 
 # ------------------------------------------------------------------------------------------ simulator state
+# MuJoCo's mj_step computes the position-dependent quantities (frames, site poses, contact forces) *before* it
+# integrates, so after a manipspace env's step they lag qpos by one physics substep. The env reads them before
+# its next mj_step: the observation (effector pose, gripper contact) and the IK controller's current effector
+# pose (set_control). Recomputing them with mj_forward after a restore moves the effector by ~0.7 mm and the
+# next transition by ~1e-2 (cube-double), so a snapshot keeps them and a restore writes them back. mj_step
+# recomputes all of them from qpos, so this changes nothing but what the env reads until then.
+MANIPSPACE_DERIVED_FIELDS = ("xpos", "xquat", "xmat", "xipos", "ximat", "geom_xpos", "geom_xmat", "site_xpos",
+                             "site_xmat", "cfrc_ext", "cfrc_int", "sensordata")
+
+
 class StateAccess:
     """Save / restore an OGBench MuJoCo environment's full task state, and its relabelled reward."""
 
@@ -126,6 +136,7 @@ class StateAccess:
                     "goal_xy": np.asarray(u.cur_goal_xy, dtype=np.float64).copy()}
         snap = {"qpos": u._data.qpos.copy(), "qvel": u._data.qvel.copy(),
                 "mocap_pos": u._data.mocap_pos.copy(), "mocap_quat": u._data.mocap_quat.copy()}
+        snap.update({f"derived/{name}": getattr(u._data, name).copy() for name in MANIPSPACE_DERIVED_FIELDS})
         if hasattr(u, "_cur_button_states"):
             snap["button_states"] = np.asarray(u._cur_button_states).copy()
         return snap
@@ -147,6 +158,8 @@ class StateAccess:
         u._data.mocap_pos[:] = snap["mocap_pos"]
         u._data.mocap_quat[:] = snap["mocap_quat"]
         mujoco.mj_forward(u._model, u._data)
+        for name in MANIPSPACE_DERIVED_FIELDS:  # as the env left them after its mj_step (see the constant)
+            getattr(u._data, name)[...] = snap[f"derived/{name}"]
         return np.asarray(u.compute_observation(), dtype=np.float32)
 
     # -- reward in the dataset's units (ogbench.relabel_utils.relabel_dataset)

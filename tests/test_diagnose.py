@@ -96,6 +96,28 @@ def test_restore_reproduces_observations_transitions_and_the_goal(maze: StateAcc
     np.testing.assert_array_equal(env.step(action)[0], nxt)
 
 
+@pytest.mark.parametrize("task", ["cube-double-play-singletask-task2-v0", "scene-play-singletask-task2-v0"])
+def test_manipspace_restore_replays_the_same_trajectory(task: str) -> None:
+    """The arm's IK controller reads the effector pose that the env's last mj_step left (one substep behind
+    qpos); a restore that recomputed it with mj_forward replayed cube-double 1e-2 off (the campaign's
+    `diagnose` refused the task). Restored, 30 steps of the same actions must replay exactly."""
+    from evor_edge.datasets import make_env
+
+    env = make_env(task)
+    access = StateAccess(env, task)
+    env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    low, high = np.maximum(env.action_space.low, -1), np.minimum(env.action_space.high, 1)
+    for _ in range(20):
+        env.step(rng.uniform(low, high).astype(np.float32))
+    snap, obs = access.snapshot(), np.asarray(access.u.compute_observation(), dtype=np.float32)
+    actions = [rng.uniform(low, high).astype(np.float32) for _ in range(30)]
+    first = [env.step(a)[0] for a in actions]
+    np.testing.assert_allclose(access.restore(snap), obs, atol=1e-6)
+    np.testing.assert_array_equal(np.stack([env.step(a)[0] for a in actions]), np.stack(first))
+    env.close()
+
+
 def test_oracle_value_is_the_discounted_step_count_in_dataset_units(maze: StateAccess) -> None:
     """V* = f(s0) + gamma * (rewards of the oracle's steps) = -(1 - gamma^d) / (1 - gamma) for d steps to the goal
     (OGBench singletask relabelling: -1 per state until the goal state, 0 and mask 0 there)."""
