@@ -43,6 +43,7 @@ from evor_edge.distributed import (
 )
 from evor_edge.normalization import ObsNormalizer, ReturnScaler
 from evor_edge.offline_data import OfflineDataset, is_offline_file, load_offline_dataset
+from evor_edge.run_lock import LOCK_NAME, run_directory_lock
 from evor_edge.shards import ShardedDataset
 from evor_edge.targets import monte_carlo_returns, n_step_targets
 from evor_edge.train_step import DeviceBatches, ShardedBatches, TrainStep, choose_step_mode, optimizer_flags
@@ -148,7 +149,7 @@ def _started_without_checkpoint(run_dir: Path) -> bool:
     checkpoints = run_dir / "checkpoints"
     if checkpoints.exists() and any(checkpoints.iterdir()):
         return False
-    return all(p.name in ("config.json", "metrics.jsonl", "checkpoints") for p in run_dir.iterdir())
+    return all(p.name in ("config.json", "metrics.jsonl", "checkpoints", LOCK_NAME) for p in run_dir.iterdir())
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -211,6 +212,20 @@ def train(
     dataset, device, step mode and batch split have been checked (on every rank).
     """
     world = world_from_env()
+    if world.is_main:  # one trainer per run directory (evor_edge.run_lock); held until the run ends
+        with run_directory_lock(Path(out)):
+            return _train(world, task, dataset_path, config, out, resume, progress, dataset, on_log, threads,
+                          device, step_mode, action_low, action_high, save_optimizer, time_limit_s, prefetch,
+                          explicit_fields)
+    return _train(world, task, dataset_path, config, out, resume, progress, dataset, on_log, threads, device,
+                  step_mode, action_low, action_high, save_optimizer, time_limit_s, prefetch, explicit_fields)
+
+
+def _train(world: World, task: str | None, dataset_path: str | os.PathLike[str], config: TrainConfig,
+           out: str | os.PathLike[str], resume: bool, progress: bool, dataset: Any, on_log: Any,
+           threads: int | None, device: str, step_mode: str, action_low: Any, action_high: Any,
+           save_optimizer: bool, time_limit_s: float | None, prefetch: int,
+           explicit_fields: Collection[str]) -> dict[str, Any]:
     try:
         prepared = _prepare(world, task, dataset_path, config, out, resume, dataset, device, step_mode, action_low,
                             action_high, explicit_fields)
@@ -250,7 +265,7 @@ def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str
             resolve_checkpoint(run_dir)
         except CheckpointError as exc:
             raise RunError(f"nothing to resume in {run_dir}: {exc}") from None
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise RunError(f"run directory {run_dir} already exists and is not empty; pass --resume or another --out")
 
     torch_device = rank_device(device, world)
