@@ -10,10 +10,10 @@ fast() {  # fast COMMAND...: run through the MKL AVX-512 shim (docs/performance.
 
 evaluate() {  # evaluate ENGINE_DIR TASK EPISODES RESULT.json LOG [EVAL FLAGS...]
   # Closed loop through the runtime, episode seeds 0..EPISODES-1 (fixed before training), one thread;
-  # skipped when RESULT exists; written atomically (RESULT.tmp, then renamed).
+  # skipped when RESULT exists; written atomically (RESULT.tmp.PID, then renamed).
   local engine=$1 env=$2 episodes=$3 result=$4 log=$5
   shift 5
   [ -s "$result" ] && return 0
   fast evor-edge eval "$engine" --env "$env" --episodes "$episodes" --seed 0 --threads 1 "$@" --json \
-    >"$result.tmp" 2>"$log" && mv "$result.tmp" "$result"
+    >"$result.tmp.$$" 2>"$log" && mv "$result.tmp.$$" "$result"  # per-process temp: two lanes may meet
 }

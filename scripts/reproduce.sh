@@ -36,6 +36,8 @@ dataset_for() {  # dataset_for NAME -> path (generated once, under a per-dataset
   echo "$path"
 }
 
+# PM_TASKS="5 4 3 2 1" (environment): the pointmaze task order, e.g. for a second lane of the same agent that
+# meets the first in the middle (a run in training elsewhere is skipped: evor-edge locks run directories).
 # VARIANTS="NAME:EVAL FLAGS;..." (environment): each EVOR engine is also evaluated with those runtime flags
 # (same episodes and seeds) into results/vareval_NAME__RUN.json, e.g. VARIANTS="tau_r_inf:--tau-r inf".
 variants() {  # variants ENV AGENT NAME
@@ -57,8 +59,14 @@ one_run() {  # one_run DATASET_NAME TASK AGENT SEED
   data=$(dataset_for "$1")
   local resume=
   [ -f "$run/config.json" ] && resume=--resume  # also a run killed before its first checkpoint
-  fast evor-edge train --env "$env" --dataset "$data" --agent "$agent" --preset small --seed "$seed" --threads 1 \
-    --out "$run" $resume --json >"$out/results/train_$name.json" 2>"$out/logs/train_$name.log"
+  local log="$out/logs/train_$name.log"
+  if ! fast evor-edge train --env "$env" --dataset "$data" --agent "$agent" --preset small --seed "$seed" --threads 1 \
+    --out "$run" $resume --json >"$out/results/train_$name.json.tmp" 2>"$log"; then
+    # another lane holds this run (evor-edge's run-directory lock): it trains and evaluates it; go on
+    if grep -q "being trained by another process" "$log"; then echo "skip $name: another lane trains it" >&2; return 0; fi
+    return 1
+  fi
+  mv "$out/results/train_$name.json.tmp" "$out/results/train_$name.json"
   [ -f "$engine/manifest.json" ] || fast evor-edge export "$run" --out "$engine" --json >/dev/null 2>>"$out/logs/train_$name.log"
   evaluate "$engine" "$env" "$episodes" "$result" "$out/logs/eval_$name.log"
   variants "$env" "$agent" "$name"
@@ -67,7 +75,7 @@ one_run() {  # one_run DATASET_NAME TASK AGENT SEED
 for seed in $(seq 0 $((seeds - 1))); do
   for stage in $stages; do
     case $stage in
-      pointmaze) for task in 1 2 3 4 5; do for agent in $agents; do
+      pointmaze) for task in ${PM_TASKS:-1 2 3 4 5}; do for agent in $agents; do
           one_run pointmaze-medium-navigate-v0 "pointmaze-medium-navigate-singletask-task$task-v0" "$agent" "$seed"
         done; done ;;
       cube) for agent in $agents; do
