@@ -573,6 +573,10 @@ def _diagnose_state(rec: dict[str, Any], step: int, runner: EngineRunner, access
         })
     if oracle_dir is not None:
         out.update(_decision_costs(access0, snap, cand, q, chosen, s.oracle_steps, cache))
+        if evor and out.get("steps_lost_chosen") is not None:  # the same ranking by the pooled Q* and the mean
+            neg_steps = -np.array(out["oracle_continuation_steps"], dtype=np.float64)
+            out["spearman_q_star_pooled_oracle_continuation"] = spearman(pooled, neg_steps)
+            out["spearman_rtg_mean_oracle_continuation"] = spearman(rtg_mean, neg_steps)
         oracle_mc = float(mc_mean[cand_k])
         v_star = _oracle_value(access0, snap, gamma, s.oracle_steps, cache)
         angles = np.array([_angle_deg(c, oracle_dir) for c in cand])
@@ -817,6 +821,10 @@ def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
         "median_spearman_q_star_mc": median("spearman_q_star_mc"),
         "median_spearman_q_star_pooled_mc": median("spearman_q_star_pooled_mc"),
         "median_spearman_rtg_mean_mc": median("spearman_rtg_mean_mc"),
+        # point mazes: against -(oracle steps to the goal after each candidate), noise-free
+        "median_spearman_q_star_oracle_continuation": median("spearman_q_star_oracle_continuation"),
+        "median_spearman_q_star_pooled_oracle_continuation": median("spearman_q_star_pooled_oracle_continuation"),
+        "median_spearman_rtg_mean_oracle_continuation": median("spearman_rtg_mean_oracle_continuation"),
         # where the first action matters (MC spread over the candidates above the noise floor); elsewhere a rank
         # correlation measures noise
         "informative_states": len(informative),
@@ -907,6 +915,11 @@ def human_summary(report: dict[str, Any]) -> str:
                  f"{fmt(sm['median_spearman_rtg_mean_mc_informative'])}"
                  + (f"; single-draw Q* argmax = pooled argmax in {100 * sm['mean_argmax_agreement_with_pooled']:.0f}%"
                     if sm.get("mean_argmax_agreement_with_pooled") is not None else ""))
+    if sm.get("median_spearman_rtg_mean_oracle_continuation") is not None:
+        lines.append(f"at these states, median spearman with -(oracle steps after each candidate): Q* "
+                     f"{fmt(sm['median_spearman_q_star_oracle_continuation'])}, pooled Q* "
+                     f"{fmt(sm['median_spearman_q_star_pooled_oracle_continuation'])}, reward-to-go mean "
+                     f"{fmt(sm['median_spearman_rtg_mean_oracle_continuation'])}")
     sc = (report.get("scan") or {}).get("summary") or {}
     if sc.get("costed_states"):
         lines.append(f"scan ({sc['costed_states']} decisions, every {report['scan']['every']}th state): steps lost per "

@@ -178,6 +178,12 @@ def test_diagnose_end_to_end_on_a_fixture_engine(tmp_path: Path) -> None:
         assert st["v_star"] > -100.0 and st["coverage_gap"] == pytest.approx(0.0, abs=1e-6)
         assert 0.0 <= st["min_angle_to_oracle_deg"] <= st["chosen_angle_to_oracle_deg"] <= 180.0
     assert report["summary"]["verdict"] == "neither"
+    for key in ("q_star", "q_star_pooled", "rtg_mean"):  # ranking against the noise-free oracle steps
+        per_state = [st.get(f"spearman_{key}_oracle_continuation") for st in report["states"]]
+        rhos = [r for r in per_state if r is not None]
+        assert all(-1.0 <= r <= 1.0 for r in rhos)
+        expected = float(np.median(rhos)) if rhos else None
+        assert report["summary"][f"median_spearman_{key}_oracle_continuation"] == expected
     scan = report["scan"]  # every 25th recorded state (here only the start), each decision costed by the oracle
     assert [r["step"] for r in scan["states"]] == [0] and scan["summary"]["costed_states"] == 1
     row = scan["states"][0]
