@@ -41,14 +41,12 @@ def run_directory_lock(run_dir: Path) -> Iterator[None]:
                              "or pass another --out") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    failed = False
     try:
         yield
     except BaseException:
-        failed = True
-        raise
-    finally:
-        if failed and created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
             path.unlink()
             run_dir.rmdir()
+        raise
+    finally:
         os.close(fd)  # releases the lock

@@ -7,6 +7,7 @@ environment) the same loop runs data-parallel with DistributedDataParallel (`evo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -212,34 +213,22 @@ def train(
     dataset, device, step mode and batch split have been checked (on every rank).
     """
     world = world_from_env()
-    if world.is_main:  # one trainer per run directory (evor_edge.run_lock); held until the run ends
-        with run_directory_lock(Path(out)):
-            return _train(world, task, dataset_path, config, out, resume, progress, dataset, on_log, threads,
-                          device, step_mode, action_low, action_high, save_optimizer, time_limit_s, prefetch,
-                          explicit_fields)
-    return _train(world, task, dataset_path, config, out, resume, progress, dataset, on_log, threads, device,
-                  step_mode, action_low, action_high, save_optimizer, time_limit_s, prefetch, explicit_fields)
-
-
-def _train(world: World, task: str | None, dataset_path: str | os.PathLike[str], config: TrainConfig,
-           out: str | os.PathLike[str], resume: bool, progress: bool, dataset: Any, on_log: Any,
-           threads: int | None, device: str, step_mode: str, action_low: Any, action_high: Any,
-           save_optimizer: bool, time_limit_s: float | None, prefetch: int,
-           explicit_fields: Collection[str]) -> dict[str, Any]:
-    try:
-        prepared = _prepare(world, task, dataset_path, config, out, resume, dataset, device, step_mode, action_low,
-                            action_high, explicit_fields)
-    except (ValueError, OSError):
-        if world.distributed and not world.is_main:
-            raise SystemExit(2) from None  # every rank found the same problem; rank 0 reports it in one line
-        raise
-    created = init_process_group(world, prepared["device"])
-    try:
-        return _run(world, prepared, dataset_path, out, resume, progress, on_log, threads, save_optimizer,
-                    time_limit_s, prefetch)
-    finally:
-        if created:
-            destroy_process_group()
+    # one trainer per run directory (evor_edge.run_lock), held by rank 0 until the run ends
+    with run_directory_lock(Path(out)) if world.is_main else contextlib.nullcontext():
+        try:
+            prepared = _prepare(world, task, dataset_path, config, out, resume, dataset, device, step_mode,
+                                action_low, action_high, explicit_fields)
+        except (ValueError, OSError):
+            if world.distributed and not world.is_main:
+                raise SystemExit(2) from None  # every rank found the same problem; rank 0 reports it in one line
+            raise
+        created = init_process_group(world, prepared["device"])
+        try:
+            return _run(world, prepared, dataset_path, out, resume, progress, on_log, threads, save_optimizer,
+                        time_limit_s, prefetch)
+        finally:
+            if created:
+                destroy_process_group()
 
 
 def _prepare(world: World, task: str | None, dataset_path: str | os.PathLike[str], config: TrainConfig,

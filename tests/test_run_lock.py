@@ -36,8 +36,8 @@ def test_a_second_trainer_is_refused_and_changes_nothing(tmp_path: Path) -> None
         result = _train(data, run, "--resume")
         assert result.exit_code == 2, result.output
         assert "being trained by another process (pid" in result.output and "Traceback" not in result.output
-        fresh = _train(data, tmp_path / "run", "--steps", "8", "--resume")
-        assert fresh.exit_code == 2
+        fresh = _train(data, run)  # without --resume: the lock is reported, not the non-empty directory
+        assert fresh.exit_code == 2 and "being trained by another process" in fresh.output
     assert _tree(run) == before
     resumed = _train(data, run, "--resume", "--steps", "6")  # released: the stale .lock file does not block
     assert resumed.exit_code == 0, resumed.output
