@@ -71,9 +71,10 @@ def _paired_env_means(runs: list[dict]) -> list[dict]:
         if run["selection"] == "default":
             by_agent.setdefault(run["agent"], {})[(run["env"], run["task"], run["seed"])] = run["success"]
     evor, qc = by_agent.get("evor", {}), by_agent.get("qc", {})
+    both = evor.keys() & qc.keys()
     out = []
-    for env in sorted({key[0] for key in evor.keys() & qc.keys()}):
-        keys = sorted(k for k in evor.keys() & qc.keys() if k[0] == env)
+    for env in sorted({key[0] for key in both}):
+        keys = [k for k in both if k[0] == env]
         out.append({"env": env, "pairs": len(keys), "evor": statistics.fmean(evor[k] for k in keys),
                     "qc": statistics.fmean(qc[k] for k in keys)})
     return out

@@ -67,7 +67,7 @@ one_run() {  # one_run DATASET_NAME TASK AGENT SEED
     return 1
   fi
   mv "$out/results/train_$name.json.tmp" "$out/results/train_$name.json"
-  [ -f "$engine/manifest.json" ] || fast evor-edge export "$run" --out "$engine" --json >/dev/null 2>>"$out/logs/train_$name.log"
+  [ -f "$engine/manifest.json" ] || fast evor-edge export "$run" --out "$engine" --json >/dev/null 2>>"$log"
   evaluate "$engine" "$env" "$episodes" "$result" "$out/logs/eval_$name.log"
   variants "$env" "$agent" "$name"
 }

@@ -13,7 +13,7 @@ out=${1:?usage: scaling_sweep.sh OUT_DIR RUN_NAME EPISODES [N_PI...]}
 name=${2:?run name, e.g. evor_pointmaze-medium-navigate-singletask-task4_s1}
 episodes=${3:-20}
 shift 3
-values=("${@:-1 2 4 8 16 64}")
+[ $# -gt 0 ] || set -- 1 2 4 8 16 64  # the N_pi values
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/campaign_lib.sh
 . "$here/campaign_lib.sh"  # fast, evaluate
@@ -22,8 +22,7 @@ engine="$out/engines/$name"
 task=${name#*_}        # pointmaze-medium-navigate-singletask-task4_s1
 env="${task%_s*}-v0"   # pointmaze-medium-navigate-singletask-task4-v0
 mkdir -p "$out/results/sweep" "$out/logs"
-# shellcheck disable=SC2068
-for k in ${values[@]}; do
+for k in "$@"; do
   evaluate "$engine" "$env" "$episodes" "$out/results/sweep/num_candidates=${k}__$name.json" \
     "$out/logs/sweep_num_candidates=${k}__$name.log" --num-candidates "$k"
   echo "N_pi $k done" >&2
